@@ -1,0 +1,3 @@
+from spreadcon.cli import main
+
+raise SystemExit(main())

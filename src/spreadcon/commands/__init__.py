@@ -1,0 +1,1 @@
+"""One module per `spreadcon` subcommand; see `spreadcon.cli`."""
