@@ -1,5 +1,15 @@
-"""Datasets with hidden strata: see `spreadcon.data.base.StrataDataset`."""
+"""Datasets with hidden strata, their transformations and batched views.
+
+    ds = spreadcon.data.load("mnist5k-coarse", seed=0)     # all splits; see DATASETS
+    train = ds.get_split("train")
+    views = default_views(ds)                              # views(x [B, ...], 2, generator) -> [B, 2, ...]
+    ds = subsample(ds, 0.5, seed=0); ds = add_label_noise(ds, 0.2, seed=0); ds = labelled_fraction(ds, 0.2, seed=0)
+"""
 
 from spreadcon.data.base import SPLITS, StrataDataset
+from spreadcon.data.registry import DATASETS, DatasetInfo, load
+from spreadcon.data.transforms import add_label_noise, labelled_fraction, subsample
+from spreadcon.data.views import Views, default_views
 
-__all__ = ["SPLITS", "StrataDataset"]
+__all__ = ["DATASETS", "SPLITS", "DatasetInfo", "StrataDataset", "Views", "add_label_noise", "default_views",
+           "labelled_fraction", "load", "subsample"]

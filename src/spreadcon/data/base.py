@@ -8,6 +8,8 @@ A dataset is a handful of aligned tensors (airbench style): selecting data is in
     split    [N] int64   0 = train, 1 = val, 2 = test (see SPLITS)
     group    [N] int64   optional (Waterbirds: 2 * label + place); None where undefined
     clean_label [N] int64 optional: the label before noise was injected; None when no noise
+    origin   [N] int64   optional: each row's index in the dataset as loaded (all splits), kept
+                         through subset/subsample, so selections map back to the full dataset
 
 Every transformation (noise, subsampling, labelled fraction) returns a new `StrataDataset`
 and appends a record to `transforms`, so a run's config can say exactly what was done.
@@ -38,10 +40,11 @@ class StrataDataset:
     labelled: Tensor | None = None  # [N] bool: which labels the cross-entropy head may see
     transforms: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    origin: Tensor | None = None  # [N] int64: row index in the dataset as loaded (set by load)
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
-        for key in ("label", "stratum", "split", "group", "clean_label", "labelled"):
+        for key in ("label", "stratum", "split", "group", "clean_label", "labelled", "origin"):
             value = getattr(self, key)
             if value is not None and value.shape != (n,):
                 raise ValueError(f"{self.name}: {key} has shape {tuple(value.shape)}, expected ({n},)")
@@ -76,8 +79,8 @@ class StrataDataset:
             self,
             x=self.x[index], label=self.label[index], stratum=self.stratum[index],
             split=self.split[index], group=take(self.group),
-            clean_label=take(self.clean_label), labelled=take(self.labelled),
-            transforms=list(self.transforms),
+            clean_label=take(self.clean_label), labelled=take(self.labelled), origin=take(self.origin),
+            transforms=list(self.transforms), meta=dict(self.meta),
         )
 
     def get_split(self, name: str) -> "StrataDataset":

@@ -1,0 +1,179 @@
+"""Minimal coresets from strata difficulty (paper Section 5.3, Appendix E.3), and baselines.
+
+Difficulty: train with L_spread on R random subsamples of the training set (t in {10, 20, 50}%,
+3 seeds each in the paper) and let each run's final model classify every training point;
+`difficulty_counts` counts, per point, the runs that got it right (0 = hard .. R = easy).
+
+Selection (`strata_coreset`): a coreset of a fraction `size` keeps, per class, a quota
+proportional to the class's size (largest remainder, ties to the lower class index, so the
+quotas sum to exactly round(size * N)). Inside a class the points are bucketed by count, and
+points are removed one at a time from the class's currently most-populated bucket until the
+quota is met; among equally populated buckets the easier one (higher count) loses a point
+first. Large coresets thus drop the (common) easy points first, while small ones level every
+bucket to the same height and so still keep some easy points. Which points of a bucket stay is
+a seeded random permutation; the same seed gives nested coresets across sizes.
+
+Baselines: `random_coreset` (class-balanced) and `top_score_coreset` (keep the highest scores:
+forgetting counts, EL2N, GraNd from `spreadcon.apps.coreset_scores`). `save_indices` writes the
+selection as .npy and .csv so a coreset can be reused outside spreadcon.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "difficulty_counts", "class_quotas", "strata_coreset", "bucket_keep_counts",
+    "random_coreset", "top_score_coreset", "save_indices", "coreset_size",
+]
+
+
+def _labels(labels: Any) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise ValueError("labels must be a 1-D array of non-negative class indices")
+    return y.astype(np.int64)
+
+
+def coreset_size(size: float, n: int) -> int:
+    """Number of points kept for a fraction `size` in (0, 1] of n points (at least 1)."""
+    if not (0.0 < float(size) <= 1.0):
+        raise ValueError(f"coreset size must be a fraction in (0, 1], got {size}; e.g. 0.3 for 30%")
+    return max(1, int(np.floor(float(size) * n + 0.5)))
+
+
+def difficulty_counts(correct: Any) -> np.ndarray:
+    """correct [R, N] bool (run r's final model classifies point n correctly) -> counts [N] int."""
+    c = np.asarray(correct)
+    if c.ndim != 2:
+        raise ValueError(f"correct must be [runs, N], got shape {c.shape}")
+    return c.astype(bool).sum(0).astype(np.int64)
+
+
+def class_quotas(labels: Any, k: int, balance: str = "proportional") -> np.ndarray:
+    """Points to keep per class [C] summing to k.
+
+    balance="proportional": k * n_c / N rounded by largest remainder (ties: lower class first).
+    balance="equal": k // C each, the remainder to the lowest classes; ValueError when a class
+    is smaller than its quota.
+    """
+    y = _labels(labels)
+    sizes = np.bincount(y)
+    present = sizes > 0
+    if balance == "proportional":
+        exact = k * sizes / sizes.sum()
+    elif balance == "equal":
+        exact = np.where(present, k / present.sum(), 0.0)
+    else:
+        raise ValueError(f"balance must be 'proportional' or 'equal', got {balance!r}")
+    quota = np.floor(exact).astype(np.int64)
+    order = np.lexsort((np.arange(len(sizes)), -(exact - quota)))  # largest remainder first
+    quota[order[: k - quota.sum()]] += 1
+    short = np.flatnonzero(quota > sizes)
+    if short.size:
+        c = int(short[0])
+        raise ValueError(f"class {c} has {sizes[c]} points but {quota[c]} must be kept; use a "
+                         "smaller size or balance='proportional'")
+    return quota
+
+
+def bucket_keep_counts(bucket_sizes: Any, keep: int) -> np.ndarray:
+    """How many points each bucket keeps when points are removed one at a time from the most
+    populated bucket (ties: the highest bucket index, i.e. the easiest, loses first).
+
+    bucket_sizes [G] int (bucket g = points correctly classified by g runs) -> kept [G] int.
+    """
+    sizes = np.asarray(bucket_sizes, dtype=np.int64)
+    if sizes.ndim != 1 or (sizes < 0).any():
+        raise ValueError("bucket_sizes must be a 1-D array of non-negative counts")
+    if not 0 <= keep <= sizes.sum():
+        raise ValueError(f"cannot keep {keep} of {sizes.sum()} points")
+    # Closed form of the one-at-a-time removal: the lowest water level L at which every bucket
+    # keeping min(size, L) holds enough points; the few points too many come off the buckets
+    # standing at the level, easiest (highest index) first, as the tie rule takes them.
+    levels = np.arange(sizes.max(initial=0) + 1)
+    totals = np.minimum(sizes[None, :], levels[:, None]).sum(1)     # non-decreasing in L
+    level = int(np.searchsorted(totals, keep))                      # first L with total >= keep
+    kept = np.minimum(sizes, level)
+    excess = int(kept.sum()) - keep
+    at_level = np.flatnonzero(sizes >= level)[::-1]                 # easiest first
+    kept[at_level[:excess]] -= 1
+    return kept
+
+
+def strata_coreset(counts: Any, labels: Any, size: float, *, seed: int = 0) -> np.ndarray:
+    """The paper's coreset: sorted indices of the kept points.
+
+    counts [N] int difficulty counts (`difficulty_counts`), labels [N] int, size in (0, 1].
+    """
+    y = _labels(labels)
+    c = np.asarray(counts)
+    if c.shape != y.shape:
+        raise ValueError(f"counts has shape {c.shape} but labels has {y.shape}; one count per point")
+    c = c.astype(np.int64)
+    k = coreset_size(size, len(y))
+    quota = class_quotas(y, k)
+    rng = np.random.default_rng(seed)
+    priority = rng.permutation(len(y))  # seeded order inside each bucket (nested across sizes)
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[priority] = np.arange(len(y))
+    kept = []
+    for cls in np.flatnonzero(quota):
+        members = np.flatnonzero(y == cls)
+        groups = np.unique(c[members])
+        sizes = np.array([(c[members] == g).sum() for g in groups])
+        for g, n_keep in zip(groups, bucket_keep_counts(sizes, int(quota[cls]))):
+            bucket = members[c[members] == g]
+            kept.append(bucket[np.argsort(rank[bucket], kind="stable")[:n_keep]])
+    return np.sort(np.concatenate(kept)) if kept else np.empty(0, dtype=np.int64)
+
+
+def random_coreset(labels: Any, size: float, *, seed: int = 0, balance: str = "proportional") -> np.ndarray:
+    """Baseline: a class-balanced random coreset (see `class_quotas`); sorted indices."""
+    y = _labels(labels)
+    quota = class_quotas(y, coreset_size(size, len(y)), balance)
+    rng = np.random.default_rng(seed)
+    kept = [rng.permutation(np.flatnonzero(y == cls))[:q] for cls, q in enumerate(quota) if q]
+    return np.sort(np.concatenate(kept))
+
+
+def top_score_coreset(scores: Any, size: float, *, labels: Any = None, seed: int = 0) -> np.ndarray:
+    """Baseline: keep the highest scores (forgetting, EL2N, GraNd); sorted indices.
+
+    scores [N] float. Ties are broken by a seeded random order. With `labels` [N] the quota is
+    class-proportional (highest scores within each class); without, the ranking is global,
+    as in Toneva et al. (2019) and Paul et al. (2021).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D [N], got shape {s.shape}")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    k = coreset_size(size, len(s))
+    tiebreak = np.random.default_rng(seed).permutation(len(s))
+    if labels is None:
+        order = np.lexsort((tiebreak, -s))
+        return np.sort(order[:k])
+    y = _labels(labels)
+    if y.shape != s.shape:
+        raise ValueError(f"scores has shape {s.shape} but labels has {y.shape}; one score per point")
+    kept = []
+    for cls, q in enumerate(class_quotas(y, k)):
+        members = np.flatnonzero(y == cls)
+        kept.append(members[np.lexsort((tiebreak[members], -s[members]))[:q]])
+    return np.sort(np.concatenate(kept))
+
+
+def save_indices(indices: Any, path: str | Path) -> tuple[Path, Path]:
+    """Write indices as `<path>.npy` and `<path>.csv` (header `index`); `path` is a stem
+    ("out/strata_0.3_s0" -> out/strata_0.3_s0.npy). Returns both paths."""
+    idx = np.asarray(indices, dtype=np.int64)
+    stem = Path(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    npy, csv = stem.parent / f"{stem.name}.npy", stem.parent / f"{stem.name}.csv"  # keep dots in names
+    np.save(npy, idx)
+    np.savetxt(csv, idx, fmt="%d", header="index", comments="")
+    return npy, csv

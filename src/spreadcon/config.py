@@ -1,0 +1,224 @@
+"""The training configuration: one dataclass, dotted overrides, JSON round trip, diffs.
+
+    cfg = TrainConfig(dataset="digits", encoder="cnn-test", loss="spread", epochs=2)
+    cfg = apply_overrides(cfg, ["alpha=0.25", "encoder_options.width=16", "keep_checkpoints=[1,3]"])
+    TrainConfig.from_json(cfg.to_json()) == cfg
+    config_diff(a, b) -> {"alpha": (0.5, 0.25), "encoder_options.width": (None, 16)}
+
+Defaults follow the paper's ViT recipe (SPEC.md: AdamW lr 3e-4, weight decay 0.01, batch 128
+images x 2 views, tau 0.5, CE weight 1, contrastive weight 1); the epoch count is a CPU-scale
+default, not the paper's 600.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PROTOCOLS = ("joint", "contrastive_then_probe", "ce")
+CE_LABELS = ("clean", "noisy")
+# Keys that may differ when resuming: they change where or how a run is shown, not its result.
+RUNTIME_KEYS = frozenset({"device", "progress", "tensorboard", "out_dir"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (see `spreadcon train --help`)."""
+
+    # data
+    dataset: str = "mnist5k-coarse"
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # passed to spreadcon.data.load
+    data_root: str | None = None
+    data_seed: int = 0                  # seed of the dataset's own split (train/val/test)
+    noise_rate: float = 0.0             # symmetric noise on the train labels (contrastive head)
+    subsample_fraction: float = 1.0     # keep this fraction of the train split
+    labelled_fraction: float = 1.0      # fraction of train labels the CE head may see
+    ce_labels: str = "clean"            # CE head targets: "clean" (pre-noise) or "noisy" labels
+    views: int = 2                      # augmented views per image (V)
+    # model
+    encoder: str = "cnn"
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # passed to build_encoder
+    # objective
+    protocol: str = "joint"             # "joint" | "contrastive_then_probe" | "ce"
+    loss: str = "spread"                # a key of spreadcon.losses.LOSSES (ignored by protocol "ce")
+    alpha: float = 0.5                  # L_spread = alpha * L_attract + (1 - alpha) * L_repel
+    temperature: float = 0.5
+    loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"memory": "lean"}
+    contrastive_weight: float = 1.0
+    ce_weight: float = 1.0
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128               # images per step (each seen in `views` views)
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0          # linear warm-up, then cosine decay to 0 at the last step
+    grad_clip: float | None = None      # max global gradient norm; None: no clipping
+    amp: bool = True                    # bfloat16 autocast, used on CUDA only
+    sync_batchnorm: bool = False        # under torchrun: BatchNorm -> SyncBatchNorm (CUDA only)
+    probe_epochs: int = 100             # linear probe of protocol "contrastive_then_probe"
+    probe_lr: float = 1e-3
+    # bookkeeping
+    seed: int = 0                       # model init, data order, augmentations, data transforms
+    out_dir: str = "runs/run"
+    device: str = "auto"                # "auto" = cuda if available, else cpu
+    track_examples: bool = False        # write example_correct.npy [epochs, N_train]
+    keep_checkpoints: list[int] = field(default_factory=list)  # epochs saved as ckpt_epoch{k}.pt
+    eval_batch_size: int = 512
+    progress: bool = True               # tqdm progress bar
+    tensorboard: bool = True            # TensorBoard events, when tensorboard is importable
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the key for values that cannot be right whatever the data."""
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r}; choose one of {list(PROTOCOLS)}")
+        if self.ce_labels not in CE_LABELS:
+            raise ValueError(f"ce_labels={self.ce_labels!r}; choose one of {list(CE_LABELS)}")
+        positive_ints = ("epochs", "batch_size", "views", "eval_batch_size", "probe_epochs")
+        for key in positive_ints:
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.protocol != "ce" and self.views < 2 and self.loss in ("simclr", "repel", "spread"):
+            raise ValueError(f"loss {self.loss!r} needs views >= 2 (the augmentation is its positive)")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.noise_rate < 1.0:
+            raise ValueError(f"noise_rate must lie in [0, 1), got {self.noise_rate}")
+        for key in ("subsample_fraction", "labelled_fraction"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must lie in (0, 1], got {getattr(self, key)}")
+        for key in ("lr", "weight_decay", "warmup_epochs", "ce_weight", "contrastive_weight", "probe_lr"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key} must be a finite number >= 0, got {value}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        bad = [k for k in self.keep_checkpoints if not 1 <= int(k) <= self.epochs]
+        if bad:
+            raise ValueError(f"keep_checkpoints {bad} outside 1..epochs={self.epochs}")
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON if it parses (numbers, true/false/null, lists, dicts), else a string."""
+    lowered = {"none": None, "true": True, "false": False}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """`value` in the type of the field's default (ints stay ints, lists from "1,2")."""
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} takes true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if float(value) != int(value):
+            raise ValueError(f"{key} takes an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        raise ValueError(f"{key} takes a number, got {value!r}")
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [parse_value(v) for v in value.split(",") if v]
+        if isinstance(value, (int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise ValueError(f"{key} takes a list, e.g. {key}=[1,3] or {key}=1,3; got {value!r}")
+        return value
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ValueError(f'{key} takes a JSON object, e.g. {key}={{"a":1}}, or set {key}.a=1; got {value!r}')
+    if isinstance(default, str) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """A new config with `key=value` overrides applied; `a.b=value` sets key b of dict field a.
+
+    Values are read as JSON where possible (`alpha=0.25`, `keep_checkpoints=[1,3]`,
+    `encoder_options.width=16`, `grad_clip=none`), else as strings (`loss=supcon`).
+    """
+    data = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value (e.g. --set alpha=0.25)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        top, _, sub = key.partition(".")
+        if top not in data:
+            raise ValueError(f"unknown config key {top!r}; known keys: {sorted(data)}")
+        value = parse_value(text)
+        if sub:
+            if not isinstance(defaults[top], dict):
+                raise ValueError(f"{top} is not a dict field; use {top}=VALUE")
+            data[top] = {**data[top], sub: value}
+        else:
+            default = defaults[top] if defaults[top] is not None else _FIELD_HINTS.get(top)
+            data[top] = _coerce(top, value, default)
+    return TrainConfig.from_dict(data)
+
+
+# Fields whose default is None, with an example value of their type for coercion.
+_FIELD_HINTS: dict[str, Any] = {"grad_clip": 1.0, "data_root": ""}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_diff(a: TrainConfig, b: TrainConfig, *, ignore: frozenset[str] = frozenset()) -> dict[str, tuple[Any, Any]]:
+    """Keys (dotted inside dict fields) whose values differ: {key: (value in a, value in b)}."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    diff = {}
+    for key in sorted(set(fa) | set(fb)):
+        if key.split(".")[0] in ignore:
+            continue
+        va, vb = fa.get(key), fb.get(key)
+        if va != vb:
+            diff[key] = (va, vb)
+    return diff

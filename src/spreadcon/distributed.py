@@ -1,0 +1,327 @@
+"""Several processes, one contrastive batch: the losses over the global batch, and DDP plumbing.
+
+The loss. With `torch.distributed` initialised, `GlobalBatchLoss(loss_module)` makes each
+process contrast its *local* anchors against the *global* batch (the embeddings of every
+process, gathered with an autograd-aware all-gather). Per process r, with A the number of valid
+anchors over all processes and W the world size, the loss it back-propagates is
+
+    L_r = W * sum_{i local to r} l_i / A
+
+so that the mean over processes, sum_r L_r / W, is the single-process loss on the concatenated
+batch, and under DDP's gradient *averaging* (and the all-gather's backward, which sums every
+process's gradient into the embeddings they came from) each parameter receives exactly the
+gradient of the single-process loss. No other scale factor is involved. The value the module
+returns is the global loss itself on every process (L_r's gradient, the global value), so logs
+agree across ranks. Local batches may differ in size (padded inside the gather).
+
+The plumbing, used by `spreadcon.train` under `torchrun`: `init_from_env` / `teardown`,
+`get_rank`, `get_world_size`, `is_main_process`, `local_device`, `check_batches` and `shard` (a
+process's part of a global batch), `rank_seed`, `wrap_model` (DDP, optional SyncBatchNorm),
+`reduce_sums` (epoch statistics), `barrier`.
+Without `torch.distributed` (or with one process) every helper is the identity.
+A process that dies makes the others fail after `timeout` seconds with `DistributedError`
+(gloo) instead of hanging; on NCCL see docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: usually another process died, hung, or got a different batch shape."""
+
+
+# --- where am I --------------------------------------------------------------------------------
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single process): the one that logs and writes checkpoints."""
+    return get_rank() == 0
+
+
+def _collective(what: str, fn, *args, **kwargs):
+    """Run a collective; turn a peer's death or a timeout into an error that says so."""
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeError as err:
+        raise DistributedError(
+            f"rank {get_rank()}/{get_world_size()}: {what} failed ({err}). Another process probably "
+            f"died, stalled past the process-group timeout, or passed a tensor of another shape; "
+            f"check the other ranks' logs.") from err
+
+
+# --- the autograd-aware gather -----------------------------------------------------------------
+def gather_sizes(n: int, device: torch.device) -> list[int]:
+    """Every process's local row count n, in rank order (one small all-gather)."""
+    local = torch.tensor([n], device=device, dtype=torch.long)
+    sizes = [torch.zeros_like(local) for _ in range(get_world_size())]
+    _collective("gathering batch sizes", dist.all_gather, sizes, local)
+    return [int(s) for s in sizes]
+
+
+def _gather_padded(x: Tensor, sizes: list[int]) -> Tensor:
+    """Concatenate every process's x [n_r, ...] (n_r = sizes[r]) in rank order, no autograd."""
+    pad = max(sizes)
+    buf = x.new_zeros((pad, *x.shape[1:]))
+    buf[: x.shape[0]] = x
+    parts = [torch.empty_like(buf) for _ in sizes]
+    _collective("all_gather", dist.all_gather, parts, buf.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+
+
+class _AllGather(torch.autograd.Function):
+    """Forward: cat of every process's rows. Backward: each process's rows receive the sum over
+    processes of the gradient flowing into them (every process's loss used them)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, sizes: list[int]) -> Tensor:
+        ctx.sizes, ctx.rank = sizes, get_rank()
+        return _gather_padded(x, sizes)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous()
+        _collective("all_reduce of the gathered gradient", dist.all_reduce, grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start: start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_with_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """x [n_r, ...] on each process -> [sum_r n_r, ...] in rank order; gradients flow back to each
+    process's own rows. Row counts may differ between processes; other dimensions may not."""
+    if not is_initialized() or get_world_size() == 1:
+        return x
+    sizes = sizes if sizes is not None else gather_sizes(x.shape[0], x.device)
+    return _AllGather.apply(x, sizes)
+
+
+@torch.no_grad()
+def all_gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
+    """Like `all_gather_with_grad`, without autograd (labels, instance ids)."""
+    if not is_initialized() or get_world_size() == 1:
+        return x
+    sizes = sizes if sizes is not None else gather_sizes(x.shape[0], x.device)
+    return _gather_padded(x, sizes)
+
+
+# --- the losses over the global batch ----------------------------------------------------------
+def _terms_of(loss: nn.Module) -> dict[str, float]:
+    """The weighted SPEC.md terms a loss module of `spreadcon.losses` computes."""
+    from spreadcon import losses
+
+    if isinstance(loss, losses.SpreadLoss):
+        return {"attract": loss.alpha, "repel": 1.0 - loss.alpha}
+    for cls, term in ((losses.SupConLoss, "supcon"), (losses.SimCLRLoss, "simclr"),
+                      (losses.AttractLoss, "attract"), (losses.RepelLoss, "repel")):
+        if isinstance(loss, cls):
+            return {term: 1.0}
+    raise ValueError(f"GlobalBatchLoss wraps the loss modules of spreadcon.losses "
+                     f"({sorted(losses.LOSSES)}), got {type(loss).__name__}")
+
+
+class GlobalBatchLoss(nn.Module):
+    """Wrap a `spreadcon.losses` module so that, under torch.distributed, each process's anchors
+    contrast against the global batch (see the module docstring for the exact scaling).
+
+    forward(features [B_r, V, D], labels [B_r] (ignored by SimCLR), return_terms=False) -> scalar,
+    the global loss on every process; B_r may differ between processes, V and D may not.
+    Without an initialised process group (or with world size 1) it is the wrapped module.
+    The wrapped module's temperature, normalize, memory and block_size apply (memory="lean"
+    included); anchors must be "all" (the authors' cross-view variant is single-process only).
+    """
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.terms = _terms_of(loss)
+        if getattr(loss, "anchors", "all") != "all":
+            raise ValueError("GlobalBatchLoss needs anchors='all'; anchors='cross_view' is single-process only")
+        self.loss = loss
+
+    def forward(self, features: Tensor, labels: Tensor | None = None, return_terms: bool = False):
+        if not is_initialized() or get_world_size() == 1:
+            kw = {"return_terms": True} if return_terms else {}
+            return self.loss(features, labels, **kw)
+        from spreadcon.losses import per_anchor_losses
+
+        if features.ndim != 3:
+            raise ValueError(f"features must have shape [B, V, D] (images, views, dim), got {tuple(features.shape)}")
+        b, v, d = features.shape
+        device = features.device
+        if labels is None or "simclr" in self.terms:
+            labels = torch.zeros(b, dtype=torch.long, device=device)
+        # One small collective checks shapes and learns the batch sizes of every process.
+        local = torch.tensor([b, v, d], device=device, dtype=torch.long)
+        shapes = [torch.zeros_like(local) for _ in range(get_world_size())]
+        _collective("gathering batch shapes", dist.all_gather, shapes, local)
+        shapes = [tuple(int(s) for s in t) for t in shapes]
+        if any(s[1:] != (v, d) for s in shapes):
+            raise ValueError(f"every process must pass features [B_r, V, D] with the same V and D; "
+                             f"got (B, V, D) per rank {shapes}")
+        sizes = [s[0] for s in shapes]
+        offset = sum(sizes[: get_rank()])                             # rows of lower ranks
+        ids = torch.arange(offset, offset + b, device=device)        # global instance ids
+        flat = features.reshape(b * v, d)                             # row b * V + v: view v of image b
+        z = all_gather_with_grad(flat, [n * v for n in sizes])        # [M, D], M = V * sum_r B_r
+        y = all_gather_no_grad(labels.long().repeat_interleave(v), [n * v for n in sizes])
+        i = all_gather_no_grad(ids.repeat_interleave(v), [n * v for n in sizes])
+        if "simclr" in self.terms:
+            y = i                                                     # every image its own class
+        anchor_index = torch.arange(offset * v, (offset + b) * v, device=device)
+        parts = per_anchor_losses(z, y, i, tuple(self.terms), self.loss.temperature,
+                                  normalize=self.loss.normalize, anchor_index=anchor_index,
+                                  memory=self.loss.memory, block_size=self.loss.block_size)
+        # Global sums of values and of valid-anchor counts, per term: [2, T] in one all-reduce.
+        sums = torch.stack([torch.stack([val.detach().sum().double(), ok.sum().double()])
+                            for val, ok in parts.values()], 1)
+        _collective("all_reduce of the loss", dist.all_reduce, sums, op=dist.ReduceOp.SUM)
+        world = get_world_size()
+        loss, means = 0.0, {}
+        for n, (term, weight) in enumerate(self.terms.items()):
+            value, _ = parts[term]
+            count = sums[1, n].clamp_min(1)
+            local_part = value.sum() * (world / count).to(value.dtype)    # L_r: its gradient is exact
+            global_mean = (sums[0, n] / count).to(value.dtype)            # the single-process value
+            means[term] = global_mean
+            loss = loss + weight * (local_part + (global_mean - local_part).detach())
+        if return_terms:
+            return loss, means
+        return loss
+
+
+def global_batch_loss(loss: nn.Module | None) -> nn.Module | None:
+    """`GlobalBatchLoss(loss)` when more than one process runs, else `loss` unchanged."""
+    if loss is None or get_world_size() == 1:
+        return loss
+    return GlobalBatchLoss(loss)
+
+
+# --- process group, devices, data, model -------------------------------------------------------
+def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> bool:
+    """Join the process group that `torchrun` describes (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+
+    Returns True if this call initialised it (then call `teardown()` at the end), False when not
+    launched by torchrun with WORLD_SIZE > 1 or already initialised. backend: "nccl" on CUDA,
+    else "gloo" (default from the device). timeout_s (default $SPREADCON_DIST_TIMEOUT or 300):
+    how long a collective waits for a peer before failing instead of hanging.
+    """
+    if is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("SPREADCON_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return True
+
+
+def teardown() -> None:
+    """Leave the process group (safe to call when none is initialised)."""
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """A CUDA device becomes this process's GPU (cuda:LOCAL_RANK) under torchrun; others stay."""
+    if device.type == "cuda" and is_initialized():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def check_batches(n: int, batch_size: int) -> None:
+    """Refuse a split in which some process would get an empty part of a global batch: every
+    batch of `batch_size` images out of n (the last one may be smaller) needs >= W images."""
+    world = get_world_size()
+    last = n % batch_size
+    if world > 1 and (batch_size < world or 0 < last < world):
+        raise ValueError(f"{world} processes need every global batch to hold >= {world} images; "
+                         f"batch_size={batch_size} over {n} training images leaves a last batch of "
+                         f"{last or batch_size}: choose another batch_size")
+
+
+def shard(index: Tensor) -> Tensor:
+    """This process's part of a global batch of indices [B] -> [~B / W] (rows rank, rank + W, ...).
+
+    Every process draws the same seeded permutation (a distributed sampler without padding), so
+    the global batches are those of a single process and the union of the parts is exactly the
+    global batch. Process parts differ in size by at most one; see `check_batches`.
+    """
+    world = get_world_size()
+    if world == 1:
+        return index
+    if index.shape[0] < world:
+        raise ValueError(f"a global batch of {index.shape[0]} images cannot be split over {world} "
+                         f"processes (see check_batches)")
+    return index[get_rank()::world]
+
+
+def rank_seed(seed: int) -> int:
+    """A per-process seed (augmentation streams must differ between processes)."""
+    return seed + 7919 * get_rank()
+
+
+def wrap_model(model: nn.Module, device: torch.device, *, sync_batchnorm: bool = False,
+               find_unused_parameters: bool = False) -> nn.Module:
+    """DDP around `model` when several processes run; `model` itself otherwise. sync_batchnorm
+    converts BatchNorm layers of `model` to SyncBatchNorm in place (CUDA only). Save `model`'s
+    state, not the wrapper's (no "module." prefix). find_unused_parameters: for models with
+    parameters the loss does not use (e.g. a CE head under a contrastive-only protocol)."""
+    if get_world_size() == 1:
+        return model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             "set sync_batchnorm=false for CPU / gloo training")
+        for name, child in model.named_children():
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                               find_unused_parameters=find_unused_parameters)
+
+
+def reduce_sums(acc: dict[str, Tensor], *, max_keys: tuple[str, ...] = ("seconds",)) -> dict[str, Tensor]:
+    """Sum each process's epoch accumulators in place (max for `max_keys`; bools: logical or)."""
+    if get_world_size() == 1:
+        return acc
+    for key, t in acc.items():
+        op = dist.ReduceOp.MAX if (key in max_keys or t.dtype == torch.bool) else dist.ReduceOp.SUM
+        buf = t.to(torch.uint8) if t.dtype == torch.bool else t
+        _collective(f"all_reduce of {key}", dist.all_reduce, buf, op=op)
+        if buf is not t:
+            t.copy_(buf.bool())
+    return acc
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        _collective("barrier", dist.barrier)
+
+
+def broadcast_object(obj: Any) -> Any:
+    """rank 0's `obj` on every process."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    _collective("broadcast", dist.broadcast_object_list, box, src=0)
+    return box[0]

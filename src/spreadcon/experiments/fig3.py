@@ -1,0 +1,99 @@
+"""Figure 3: points from large strata cluster tightly, points from small strata scatter.
+
+    spreadcon reproduce fig3 [--scale small|full] [--seeds 3]
+
+The paper shows a picture (CIFAR100-Coarse-U, L_spread) coloured by subclass size
+(500/250/100/50 points). We measure what the picture shows, per stratum of the test split:
+its points' mean cosine with their own stratum centre (tightness), with their class centre, and
+the distance of the stratum centre from the class centre, against the stratum's training size.
+Small scale: MNIST-5k-Coarse-U (strata keep 100/50/20/10/10% of their training digits), the
+same runs as fig2. Expected (Section 4.1): tightness and class-centre cosine grow with stratum
+size under L_spread; L_SC (shown beside it) pulls every stratum onto the class centre.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spreadcon.experiments import common, fig2
+from spreadcon.experiments.paper import LOSS_NAMES
+from spreadcon.experiments.runner import Experiment
+from spreadcon.experiments.table import mean_std
+
+small: dict[str, Any] = fig2.small
+full: dict[str, Any] = {**fig2.full, "datasets": {"cifar100-coarse-u": {"spread": {"alpha": 0.25}}}}
+# (the t-SNE pictures use fig2's settings: the same runs, coloured by stratum)
+MEASURES = ("stratum_centre_cosine", "class_centre_cosine", "centre_distance")
+
+
+def strata_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, stratum) with the run's dataset, loss and seed."""
+    return [{"dataset": r["dataset"], "loss": r["loss"], "seed": r["seed"], **s}
+            for r in rows for s in r.get("strata", [])]
+
+
+def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
+    per = strata_rows(rows)
+    lines = ["## Per-stratum geometry against training stratum size (test split; mean ± std over strata and seeds)\n",
+             "| dataset | loss | train size | strata | " + " | ".join(MEASURES) + " |",
+             "|---|---|---|---|" + "---|" * len(MEASURES)]
+    for ds in dict.fromkeys(r["dataset"] for r in per):
+        for loss in dict.fromkeys(r["loss"] for r in per):
+            sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss]
+            for size in sorted({r["train_size"] for r in sub}, reverse=True):
+                group = [r for r in sub if r["train_size"] == size]
+                n_strata = len({r["stratum"] for r in group})
+                cells = [mean_std(r[m] for r in group).format(1.0, 3) for m in MEASURES]
+                lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | {size} | {n_strata} | " + " | ".join(cells) + " |")
+    _scatter(per, out)
+    fig2._pictures(rows, out, cfg["tsne_points"], by_size=True)
+    return "\n".join(lines) + "\n"
+
+
+def _scatter(per: list[dict[str, Any]], out: Path) -> None:
+    if not per:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.5))
+    for ax, m in zip(axes, MEASURES):
+        for loss in dict.fromkeys(r["loss"] for r in per):
+            sub = [r for r in per if r["loss"] == loss]
+            ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
+                       label=LOSS_NAMES.get(loss, loss))
+        ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
+        ax.legend(fontsize=8)
+    fig.suptitle("Figure 3: strata by size")
+    fig.tight_layout()
+    fig.savefig(out / "strata_by_size.png", dpi=120)
+    plt.close(fig)
+
+
+def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """Spearman correlation between a stratum's training size and its tightness, per loss."""
+    from scipy.stats import spearmanr
+
+    per, out = strata_rows(rows), []
+    for ds in dict.fromkeys(r["dataset"] for r in per):
+        for loss in dict.fromkeys(r["loss"] for r in per):
+            sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss]
+            if len({r["train_size"] for r in sub}) < 2:
+                continue
+            rho = spearmanr([r["train_size"] for r in sub], [r["stratum_centre_cosine"] for r in sub]).statistic
+            out.append((f"{ds}, {LOSS_NAMES.get(loss, loss)}: larger strata are tighter",
+                        f"{'yes' if rho > 0 else 'no'}; Spearman rho(size, tightness) = {rho:.2f} over {len(sub)} "
+                        f"(stratum, seed) pairs"))
+    return out
+
+
+EXPERIMENTS = [Experiment(
+    name="fig3", summary="Figure 3: strata tightness and distance from the class centre against stratum size",
+    cpu_minutes=6, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    smoke=lambda cfg: {**common.smoke_grid(cfg, 1), "tsne_points": 100},
+    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("accuracy", "strata")),
+    execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec, claims=claims,
+)]

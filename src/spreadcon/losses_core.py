@@ -1,0 +1,208 @@
+"""The masked InfoNCE core behind every loss in `spreadcon.losses`.
+
+Every SPEC.md term splits into parts linear in the logits S = q k^T (q already divided by tau),
+such as the mean of S over P(i) or aug(i), which `spreadcon.losses` computes from per-class /
+per-instance sums of k in O(M D), and four row statistics that need the K x M logits:
+
+    lse_all(i) = log sum_{a in B\\i} e^{S_ia}       lse_pos(i) = log sum_{p in P(i)} e^{S_ip}
+    lse_neg(i) = log sum_{a in N(i)} e^{S_ia}       sp(i) = sum_{p in P(i)} softplus(lse_neg(i) - S_ip)
+
+`RowStats` computes them block by block over anchor rows, with a closed-form backward:
+d lse_X / dS = softmax over X; d sp / dS = -sigmoid(lse_neg - S_p) on P and
+(sum_p sigmoid(lse_neg - S_p)) * softmax_N on N. No autograd graph of K x M intermediates is
+stored. With `keep=True` (dense path) each block is kept for backward; with `keep=False`
+(memory-lean path) it is recomputed there, so extra memory is O(block * M), not O(K * M).
+
+Numerics. Fast path: for unit vectors and 1/tau <= 30, e^S and every ratio of its row sums
+are normal float32 numbers, so E = e^S is used unshifted (sigmoid and softplus become ratios and
+log1p of E). Otherwise (`stabilize=True`: no normalisation or a smaller tau) each set is
+shifted by its own maximum.
+An empty set has LSE = NEG_FILL (a large negative finite number) and every division by a set
+sum is guarded, so no inf or NaN reaches values or gradients; `spreadcon.losses` leaves
+anchors with empty sets out of its means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+STATS = ("all", "pos", "neg", "sp")
+MAX_UNSHIFTED_LOGIT = 30.0  # e^{+-30} and ratios of sums of them stay normal float32 numbers
+
+
+def neg_fill(dtype: torch.dtype) -> float:
+    """A large negative finite number standing in for log(0) (the LSE of an empty set)."""
+    return torch.finfo(dtype).min / 4
+
+
+def no_autocast(device: torch.device):
+    """Context that turns autocast off on `device`, so logits stay in the inputs' float dtype."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def compact_codes(values: Tensor) -> Tensor:
+    """Map integer values [n] to codes in [0, n) (equal values, equal codes) without a host sync."""
+    sorted_values, order = torch.sort(values)
+    new = torch.ones_like(sorted_values, dtype=torch.long)
+    new[0] = 0
+    new[1:] = (sorted_values[1:] != sorted_values[:-1]).long()
+    return torch.empty_like(order).scatter_(0, order, new.cumsum(0))
+
+
+def _lse(s: Tensor, shift: Tensor | None, count: Tensor) -> Tensor:
+    """log of a row sum s of e^{S - shift}; NEG_FILL where the set is empty."""
+    out = torch.log(s.clamp_min(torch.finfo(s.dtype).tiny))
+    if shift is not None:
+        out = out + shift
+    return torch.where(count > 0, out, neg_fill(s.dtype))
+
+
+def _guarded(num: Tensor, den: Tensor, count: Tensor) -> Tensor:
+    """num / den where the set is non-empty, else 0 (never inf * 0)."""
+    return torch.where(count > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)
+
+
+class _Block:
+    """Logits of anchor rows `rows` against all points, and their same-label mask (float)."""
+
+    def __init__(self, q, k, q_codes, k_codes, self_col, rows, split: bool, kept=None):
+        self.S = q[rows] @ k.T if kept is None else kept  # [b, M]
+        self.self_col = None if self_col is None else self_col[rows, None]  # [b, 1]
+        self.pos = None  # [b, M] 1.0 on P(i) (same label, self excluded), else 0.0
+        if split:
+            self.pos = (q_codes[rows, None] == k_codes[None, :]).to(self.S.dtype)
+            self.drop_self(self.pos)
+
+    def drop_self(self, X: Tensor, value: float = 0.0) -> Tensor:
+        return X if self.self_col is None else X.scatter_(1, self.self_col, value)
+
+
+def _no_split(lse_all: Tensor) -> Tensor:
+    zero = torch.zeros_like(lse_all)
+    return torch.stack([lse_all, zero, zero, zero])
+
+
+# ---- fast path: unit vectors, |S| <= 30: blk.S is turned into E = e^S in place (and kept so)
+def _forward_fast(blk: _Block, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E = blk.S.exp_()  # the self entry stays in E; it is masked out of every sum
+    if blk.pos is None:
+        s_all = blk.drop_self(E).sum(1)
+        return _no_split(_lse(s_all, None, n_pos + n_neg))
+    T = E * blk.pos
+    s_pos = T.sum(1)
+    s_neg = blk.drop_self(torch.sub(E, T, out=T)).sum(1)  # T: E on N(i)
+    lse_pos, lse_neg = _lse(s_pos, None, n_pos), _lse(s_neg, None, n_neg)
+    sp = torch.zeros_like(s_pos)
+    if need_sp:  # softplus(lse_neg - S_p) = log1p(s_neg / e^{S_p})
+        sp = torch.div(s_neg[:, None], E, out=T).log1p_().mul_(blk.pos).sum(1)
+    return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
+
+
+def _grad_fast(blk: _Block, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E = blk.S  # e^S, overwritten by the gradient
+    lse_all, lse_pos, lse_neg, _ = stats
+    g_all, g_pos, g_neg, g_sp = g
+    if blk.pos is None:  # softmax over B\i
+        return blk.drop_self(E.mul_(_guarded(g_all, torch.exp(lse_all), n_pos + n_neg)[:, None]))
+    s_pos, s_neg = torch.exp(lse_pos), torch.exp(lse_neg)
+    R = None
+    if need_sp:  # sigmoid(lse_neg - S_p) = s_neg / (e^{S_p} + s_neg)
+        R = torch.add(E, s_neg[:, None]).reciprocal_().mul_(blk.pos)
+        g_neg = g_neg + g_sp * s_neg * R.sum(1)
+    # softmax_all = softmax_P e^{lse_P - lse_all} on P and softmax_N e^{lse_N - lse_all} on N
+    a = _guarded(g_all * torch.exp(lse_pos - lse_all) + g_pos, s_pos, n_pos)  # per unit e^S on P
+    b = _guarded(g_all * torch.exp(lse_neg - lse_all) + g_neg, s_neg, n_neg)  # per unit e^S on N
+    G = E.mul_(torch.mul(blk.pos, (a - b)[:, None]).add_(b[:, None]))
+    if R is not None:
+        G.sub_(R.mul_((g_sp * s_neg)[:, None]))
+    return blk.drop_self(G)
+
+
+# ---- stabilised path: any logit range; each set shifted by its own maximum
+def _forward_shifted(blk: _Block, n_pos, n_neg, need_sp: bool) -> Tensor:
+    S, fill = blk.S, neg_fill(blk.S.dtype)
+    if blk.pos is None:
+        m = blk.drop_self(S.clone(), fill).amax(1)
+        return _no_split(_lse(blk.drop_self(torch.exp(S - m[:, None])).sum(1), m, n_pos + n_neg))
+    pos = blk.pos.bool()
+    m_pos = torch.where(pos, S, fill).amax(1)
+    m_neg = blk.drop_self(torch.where(pos, fill, S), fill).amax(1)
+    E = blk.drop_self(torch.exp(S - torch.where(pos, m_pos[:, None], m_neg[:, None])))
+    T = E * blk.pos
+    lse_pos = _lse(T.sum(1), m_pos, n_pos)
+    lse_neg = _lse(E.sub_(T).sum(1), m_neg, n_neg)
+    sp = torch.zeros_like(lse_pos)
+    if need_sp:
+        sp = torch.nn.functional.softplus(lse_neg[:, None] - S).mul_(blk.pos).sum(1)
+    return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
+
+
+def _grad_shifted(blk: _Block, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
+    S = blk.S
+    lse_all, lse_pos, lse_neg, _ = stats
+    g_all, g_pos, g_neg, g_sp = g
+    if blk.pos is None:  # softmax over B\i; the self entry may overflow and is zeroed
+        return blk.drop_self(torch.exp(S - lse_all[:, None]).mul_(g_all[:, None]))
+    pos = blk.pos.bool()
+    sig = None
+    if need_sp:
+        sig = torch.sigmoid(lse_neg[:, None] - S).mul_(blk.pos)
+        g_neg = g_neg + g_sp * sig.sum(1)
+    w_pos = g_all * torch.exp(lse_pos - lse_all) + g_pos
+    w_neg = g_all * torch.exp(lse_neg - lse_all) + g_neg
+    G = torch.exp(S - torch.where(pos, lse_pos[:, None], lse_neg[:, None]))  # <= 1 off self
+    G = blk.drop_self(G.mul_(torch.where(pos, w_pos[:, None], w_neg[:, None])))
+    if sig is not None:
+        G.sub_(sig.mul_(g_sp[:, None]))
+    return G
+
+
+class RowStats(torch.autograd.Function):
+    """Row statistics [4, K] = (lse_all, lse_pos, lse_neg, sp) of anchors q against points k.
+
+    q [K, D] (already divided by tau), k [M, D], q_codes [K] / k_codes [M] int label codes,
+    self_col [K] long column of each anchor among the points (None: anchors are not points),
+    n_pos / n_neg [K] set sizes, need: the statistics needed (("all",) alone skips the masks),
+    block: anchor rows per block, keep: keep blocks for backward (dense) or recompute (lean),
+    stabilize: shift by per-set maxima (needed unless unit vectors and 1/tau <= 30).
+    Rows of statistics that are not needed are zeros (lse_all is always computed).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, q_codes, k_codes, self_col, n_pos, n_neg, need, block, keep, stabilize):
+        split, need_sp = tuple(need) != ("all",), "sp" in need
+        forward_block = _forward_shifted if stabilize else _forward_fast
+        stats, kept = q.new_empty(4, q.shape[0]), []  # one buffer: no small allocations pinning the heap
+        with no_autocast(q.device):
+            for r in range(0, q.shape[0], block):
+                rows = slice(r, r + block)
+                blk = _Block(q, k, q_codes, k_codes, self_col, rows, split)
+                stats[:, rows] = forward_block(blk, n_pos[rows], n_neg[rows], need_sp)
+                if keep:
+                    kept.append(blk.S)  # logits, or e^S on the fast path
+        ctx.save_for_backward(q, k, q_codes, k_codes, self_col, n_pos, n_neg, stats)
+        ctx.kept, ctx.block, ctx.split, ctx.need_sp, ctx.stabilize = kept, block, split, need_sp, stabilize
+        return stats
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, q_codes, k_codes, self_col, n_pos, n_neg, stats = ctx.saved_tensors
+        grad_block = _grad_shifted if ctx.stabilize else _grad_fast
+        dq, dk = torch.zeros_like(q), torch.zeros_like(k)
+        with no_autocast(q.device):
+            for n, r in enumerate(range(0, q.shape[0], ctx.block)):
+                rows = slice(r, r + ctx.block)
+                blk = _Block(q, k, q_codes, k_codes, self_col, rows, ctx.split,
+                             ctx.kept[n] if ctx.kept else None)
+                if not ctx.kept and not ctx.stabilize:
+                    blk.S.exp_()  # recomputed logits -> e^S, as the fast forward keeps them
+                G = grad_block(blk, stats[:, rows], g[:, rows], n_pos[rows], n_neg[rows], ctx.need_sp)
+                dq[rows] = G @ k
+                dk.addmm_(G.T, q[rows])
+        ctx.kept = None
+        return dq, dk, None, None, None, None, None, None, None, None, None

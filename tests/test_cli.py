@@ -1,0 +1,107 @@
+"""The `spreadcon` subcommands this package's trainer owns: train, eval, list, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from spreadcon.cli import build_parser, main
+from spreadcon.commands import demo as demo_cmd
+
+TINY = ["--dataset", "digits-coarse", "--encoder", "cnn-test", "--epochs", "1", "--batch-size", "256",
+        "--no-progress", "--set", "tensorboard=false"]
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_help_names_every_option(capsys):
+    for argv in ([], ["train"], ["eval"], ["list"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--help"])
+        assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("train", "eval", "list", "demo", "--dataset", "--encoder", "--loss", "--alpha", "--temperature",
+                 "--epochs", "--batch-size", "--seed", "--out", "--set", "--resume", "--checkpoint",
+                 "--probe-epochs", "--smoke", "--select-alpha", "keep_checkpoints"):
+        assert word in out, word
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("datasets:", "mnist5k-coarse", "encoders:", "cnn-test", "losses:", "spread", "supcon", "simclr"):
+        assert name in out, name
+    assert main(["list", "losses"]) == 0
+    out = capsys.readouterr().out
+    assert "datasets:" not in out and "L_spread = alpha * L_attract" in out
+
+
+def test_train_resume_refusal_and_eval(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--alpha", "0.25", "--set", "keep_checkpoints=[1]", "--out", str(run_dir)]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["alpha"] == 0.25 and config["keep_checkpoints"] == [1] and config["dataset"] == "digits-coarse"
+    # resuming a finished run reads its config and does nothing new; a different option is refused
+    assert main(["train", "--out", str(run_dir), "--resume", "--no-progress"]) == 0
+    assert main(["train", "--out", str(run_dir), "--resume", "--alpha", "0.5", "--set", "epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "differing keys" in err and "alpha: 0.25 (saved) != 0.5" in err and "epochs" in err
+    # a second fresh run into the same folder is refused
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+    assert main(["eval", str(run_dir), "--probe-epochs", "2", "--no-pictures"]) == 0
+    result = json.loads((run_dir / "eval" / "eval.json").read_text())
+    for key in ("end_model_accuracy", "end_model_auroc", "linear_probe_accuracy", "fine_transfer_accuracy",
+                "intra_class_cosine", "alignment", "uniformity", "strata_distances"):
+        assert key in result, key
+    assert 0 <= result["fine_transfer_accuracy"] <= 1 and -1 <= result["intra_class_cosine"] <= 1
+    assert "| end_model_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'; known datasets:"),
+    (["--loss", "nope"], "unknown loss 'nope'; known losses:"),
+    (["--set", "nope=1"], "unknown config key 'nope'"),
+])
+def test_train_bad_input(tmp_path, capsys, argv, message):
+    assert main(["train", *TINY, *argv, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_of_a_non_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_demo_smoke(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["loss"] for r in rows] == ["supcon", "simclr", "spread"]
+    for r in rows:
+        assert {"loss", "coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "seed"} <= set(r)
+        assert (out / r["picture"]).exists()
+    report = (out / "report.md").read_text()
+    assert "| L_spread (alpha" in report and "99.4" in report and "Smoke mode" in report
+    assert "| L_SC (SupCon) |" in capsys.readouterr().out  # the table is printed
+
+
+def test_demo_uses_the_selected_alpha():
+    """The demo's alpha is the one in the checked-in selection table, which cites the demo's protocol."""
+    table = json.loads((RESULTS / "alpha_selection_mnist5k-coarse.json").read_text())
+    assert demo_cmd.SELECTED_ALPHA == table["selected_alpha"]
+    best = max(table["rows"], key=lambda r: (r["fine_transfer_val_accuracy"], r["coarse_val_accuracy"], -r["alpha"]))
+    assert best["alpha"] == table["selected_alpha"]
+    assert [r["alpha"] for r in table["rows"]] == list(demo_cmd.ALPHAS)
+    assert table["config"]["epochs"] == demo_cmd.EPOCHS and table["config"]["encoder"] == demo_cmd.ENCODER

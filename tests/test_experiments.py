@@ -1,0 +1,271 @@
+"""spreadcon.experiments: the table writer, the runner (keys, skip, resume), every config.
+
+Every experiment runs in --smoke mode here (CI keeps the configs from rotting) and every
+--scale full config is planned and validated (built, names checked) without running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+
+from spreadcon.cli import main
+from spreadcon.experiments import common, registry
+from spreadcon.experiments.runner import Context, Experiment, RunSpec, run_experiment, run_one
+from spreadcon.experiments.table import markdown, mean_std, summarise
+
+EXPERIMENTS = registry.experiments()
+
+
+# --- table writer -----------------------------------------------------------------------------
+def test_mean_std_matches_statistics():
+    values = [0.91, 0.935, 0.9, 0.97]
+    stat = mean_std(values)
+    assert stat.n == 4
+    assert stat.mean == pytest.approx(statistics.mean(values))
+    assert stat.std == pytest.approx(statistics.stdev(values))  # sample std, ddof = 1
+    assert stat.format(100, 1) == f"{statistics.mean(values) * 100:.1f} ± {statistics.stdev(values) * 100:.1f}"
+
+
+def test_mean_std_single_and_empty():
+    assert mean_std([0.5]).format(100, 1) == "50.0"  # one seed: no spread to show
+    assert math.isnan(mean_std([]).mean) and mean_std([]).format() == "–"
+    assert mean_std([1.0, float("nan"), 3.0]).mean == 2.0  # NaNs dropped
+
+
+def test_markdown_groups_seeds_and_puts_paper_beside():
+    rows = [{"dataset": "d", "loss": l, "seed": s, "acc": v}
+            for l, vals in (("supcon", [0.90, 0.92]), ("spread", [0.95, 0.97])) for s, v in enumerate(vals)]
+    rows.append({"dataset": "e", "loss": "spread", "seed": 0, "acc": 0.5})
+    table = markdown(rows, row_key="dataset", col_key="loss", metric="acc",
+                     paper=lambda d, l: {"supcon": 96.5, "spread": 98.1}[l] if d == "d" else None)
+    lines = table.splitlines()
+    assert lines[0] == "| dataset | supcon | spread | supcon (paper) | spread (paper) |"
+    assert lines[2] == f"| d | 91.0 ± {statistics.stdev([90, 92]):.1f} | 96.0 ± {statistics.stdev([95, 97]):.1f} | 96.5 | 98.1 |"
+    assert lines[3] == "| e | – | 50.0 | – | – |"
+    stats = summarise(rows, ("dataset", "loss"), "acc")
+    assert stats[("d", "spread")].n == 2 and stats[("d", "spread")].mean == pytest.approx(0.96)
+
+
+# --- runner ---------------------------------------------------------------------------------
+def _counting_experiment(calls: list, fail_on: set | None = None) -> Experiment:
+    """An experiment without training: execute records its calls and can fail once."""
+    def execute(spec, run_dir, ctx):
+        calls.append((spec.key, spec.evals))
+        (run_dir / "partial.txt").write_text("started")
+        if fail_on and spec.seed in fail_on:
+            fail_on.discard(spec.seed)
+            raise RuntimeError("interrupted")
+        return {f"m_{e}": spec.params["x"] * 10 + spec.seed for e in spec.evals}
+
+    def report(rows, cfg, out):
+        (out / "figure.png").write_bytes(b"png")
+        return markdown(rows, row_key="name", col_key="kind", metric="m_a", scale=1.0)
+
+    return Experiment(
+        name="toy", summary="toy", cpu_minutes=0, module=__name__,
+        config=lambda scale: {"seeds": 2, "xs": [1, 2], "evals": ("a",)},
+        smoke=lambda cfg: {**cfg, "xs": [1]},
+        plan=lambda cfg, seeds, rows: [RunSpec(f"x{x}", {"x": x}, s, {"name": f"x{x}", "kind": "k"},
+                                               evals=tuple(cfg["evals"])) for x in cfg["xs"] for s in seeds],
+        execute=execute, report=report,
+    )
+
+
+def test_runspec_key_is_stable_and_depends_on_params_and_seed():
+    a = RunSpec("fig/x", {"x": 1, "y": [1, 2]}, 0, labels={"l": 1}, evals=("a",))
+    same = RunSpec("fig/x", {"y": [1, 2], "x": 1}, 0, labels={"l": 2}, evals=("b",))
+    assert a.key == same.key  # labels and evals do not change what is computed
+    assert a.key.startswith("fig-x-s0-")
+    assert RunSpec("fig/x", {"x": 2, "y": [1, 2]}, 0).key != a.key
+    assert RunSpec("fig/x", {"x": 1, "y": [1, 2]}, 1).key != a.key
+
+
+def test_runner_skips_finished_runs_and_writes_outputs(tmp_path):
+    calls: list = []
+    exp = _counting_experiment(calls)
+    out_dir = run_experiment(exp, out=tmp_path, verbose=False)
+    assert len(calls) == 4 and out_dir == tmp_path / "toy"
+    result = json.loads((out_dir / "results.json").read_text())
+    assert sorted(r["m_a"] for r in result["rows"]) == [10, 11, 20, 21]
+    assert (out_dir / "table.md").read_text().count("|") > 0 and (out_dir / "figure.png").exists()
+    assert "10.5 ± 0.7" in (out_dir / "table.md").read_text()  # x1 over seeds 0, 1: mean 10.5, std 0.71
+    for row in result["rows"]:
+        assert json.loads((tmp_path / "runs" / row["run"] / "result.json").read_text())["m_a"] == row["m_a"]
+    run_experiment(exp, out=tmp_path, verbose=False)
+    assert len(calls) == 4  # everything finished: nothing re-run
+    run_experiment(exp, out=tmp_path, seeds=3, verbose=False)
+    assert len(calls) == 6  # only the new seed's runs
+
+
+def test_runner_resumes_interrupted_runs(tmp_path):
+    calls: list = []
+    exp = _counting_experiment(calls, fail_on={1})
+    with pytest.raises(RuntimeError):
+        run_experiment(exp, out=tmp_path, verbose=False)
+    interrupted = [k for k, _ in calls if "-s1-" in k][0]
+    assert (tmp_path / "runs" / interrupted / "partial.txt").exists()
+    assert not (tmp_path / "runs" / interrupted / "result.json").exists()
+    run_experiment(exp, out=tmp_path, verbose=False)
+    keys = [k for k, _ in calls]
+    assert keys.count(interrupted) == 2  # called again on the same folder
+    assert sum(keys.count(k) for k in set(keys) if k != interrupted) == len(set(keys)) - 1  # others once
+
+
+def test_runner_evaluates_finished_run_again_only_for_new_evaluations(tmp_path):
+    calls: list = []
+    exp = _counting_experiment(calls)
+    run_experiment(exp, out=tmp_path, seeds=1, verbose=False)
+    wider = Experiment(**{**exp.__dict__, "config": lambda scale: {"seeds": 1, "xs": [1, 2], "evals": ("a", "b")}})
+    run_experiment(wider, out=tmp_path, verbose=False)
+    assert [e for _, e in calls] == [("a",), ("a",), ("a", "b"), ("a", "b")]
+    row = json.loads(next((tmp_path / "runs").glob("x1-*/result.json")).read_text())
+    assert row["evals"] == ["a", "b"] and row["m_b"] == 10
+    run_experiment(exp, out=tmp_path, seeds=1, verbose=False)
+    assert len(calls) == 4
+
+
+def test_report_only_writes_partial_tables_without_running(tmp_path):
+    calls: list = []
+    exp = _counting_experiment(calls, fail_on={1})
+    with pytest.raises(RuntimeError):
+        run_experiment(exp, out=tmp_path, verbose=False)
+    n = len(calls)
+    out = run_experiment(exp, out=tmp_path, report_only=True, verbose=False)
+    assert len(calls) == n  # nothing ran
+    result = json.loads((out / "results.json").read_text())
+    assert result["runs_finished"] == 1 and result["runs_planned"] == 4
+    assert "**Partial: 1 of the 4 runs" in (out / "table.md").read_text()
+    with pytest.raises(ValueError, match="no finished run"):
+        run_experiment(exp, out=tmp_path / "empty", report_only=True, verbose=False)
+
+
+def test_smoke_output_goes_to_its_own_folder(tmp_path):
+    exp = _counting_experiment([])
+    assert run_experiment(exp, out=tmp_path, smoke=True, seeds=1, verbose=False) == tmp_path / "toy-smoke"
+
+
+def test_winner_claims_name_the_numbers_and_the_noise():
+    rows = [{"dataset": "d", "loss": l, "seed": s, "acc": v}
+            for l, vals in (("supcon", [0.90, 0.92]), ("spread", [0.95, 0.97]), ("simclr", [0.5, 0.6]))
+            for s, v in enumerate(vals)]
+    [(claim, verdict)] = common.winner_claims(rows, group="dataset", metric="acc", winner="spread",
+                                              against=("supcon", "simclr"), what="wins")
+    assert claim == "d: L_spread wins"
+    assert verdict.startswith("yes;") and "L_SC 91.0 ± 1.4" in verdict  # margin 5 > std 1.4
+    close = [dict(r, acc=r["acc"] - 0.045) if r["loss"] == "spread" else r for r in rows]
+    [(_, verdict)] = common.winner_claims(close, group="dataset", metric="acc", winner="spread",
+                                          against=("supcon",), what="wins")
+    assert verdict.startswith("yes (within one seed std)")
+    [(_, verdict)] = common.winner_claims(rows, group="dataset", metric="acc", winner="simclr",
+                                          against=("supcon",), what="wins")
+    assert verdict.startswith("no;")
+
+
+def test_index_lists_results_and_claims(tmp_path):
+    exp = _counting_experiment([])
+    exp = Experiment(**{**exp.__dict__, "claims": lambda rows, cfg: [("toy claim", "yes; 1 vs 0"), ("other", "no")]})
+    run_experiment(exp, out=tmp_path, verbose=False)
+    (tmp_path / "app-made").mkdir()
+    (tmp_path / "app-made" / "results.json").write_text('{"rows": []}')
+    (tmp_path / "app-made" / "table.md").write_text("x")
+    run_experiment(exp, out=tmp_path, smoke=True, verbose=False)
+    from spreadcon.experiments.index import write_index
+
+    text = write_index(tmp_path).read_text()
+    assert "| [toy](toy/table.md) | toy | `spreadcon reproduce toy --scale small --seeds 2` | 2 | 1 / 2 |" in text
+    assert "- toy claim: **yes; 1 vs 0**" in text and "[figure.png](toy/figure.png)" in text
+    assert "[app-made](app-made/table.md) | written by an application's own command" in text
+    assert "toy-smoke" not in text
+    assert "## The paper's claims, checked on these runs" in (tmp_path / "toy" / "table.md").read_text()
+
+
+# --- configs -------------------------------------------------------------------------------------
+def test_registry_names_every_paper_result():
+    assert set(EXPERIMENTS) == {
+        "fig2", "fig3", "fig4-end-model", "fig4-transfer", "fig5-robustness", "fig5-noise", "fig5-coreset",
+        "table2-attract", "fig6-sample-complexity", "fig7-noise-grid", "sweep", "theory"}
+    for exp in EXPERIMENTS.values():
+        doc = __import__(exp.module, fromlist=["_"]).__doc__
+        assert "spreadcon reproduce" in doc and "xpected" in doc, exp.name  # command + expected result
+
+
+def test_dataset_override():
+    from spreadcon.experiments.runner import output_dir, resolve_config
+
+    cfg = resolve_config(EXPERIMENTS["fig4-transfer"], "small", False, "digits-coarse")
+    assert list(cfg["datasets"]) == ["digits-coarse"] and cfg["datasets"]["digits-coarse"]["epochs"] == 30
+    assert resolve_config(EXPERIMENTS["sweep"], "small", False, "digits")["dataset"] == "digits"
+    with pytest.raises(ValueError, match="does not take a dataset"):
+        resolve_config(EXPERIMENTS["theory"], "small", False, "digits")
+    assert output_dir("r", "sweep", "full", True, "digits").name == "sweep-digits-full-smoke"
+
+
+def test_grid_train_precedence():
+    cfg = {"train": {"epochs": 3, "alpha": 0.9}, "losses": ["supcon", "spread"],
+           "datasets": {"d": {"epochs": 5, "spread": {"alpha": 0.25}}}}
+    assert common.grid_train(cfg, "d", "spread") == {"epochs": 5, "alpha": 0.25, "dataset": "d", "loss": "spread"}
+    assert common.grid_train(cfg, "d", "supcon")["alpha"] == 0.9  # L_spread's alpha only on spread
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_full_scale_config_is_valid(name, capsys):
+    exp = EXPERIMENTS[name]
+    run_experiment(exp, scale="full", dry_run=True, out="unused")
+    assert "all valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_small_scale_config_is_valid_and_fits_the_cpu_budget(name):
+    exp = EXPERIMENTS[name]
+    run_experiment(exp, scale="small", dry_run=True, out="unused", verbose=False)
+    assert 0 < exp.cpu_minutes <= 30
+
+
+def test_cli_list_and_dry_run(capsys, tmp_path):
+    assert main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == list(EXPERIMENTS)
+    assert main(["reproduce", "fig4-transfer", "--dry-run", "--scale", "full", "--out", str(tmp_path)]) == 0
+    assert "runs planned" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown experiment"):
+        main(["reproduce", "fig99"])
+
+
+# --- smoke: every experiment really runs, in seconds ---------------------------------------------
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_smoke(name, tmp_path):
+    out = run_experiment(EXPERIMENTS[name], smoke=True, out=tmp_path, verbose=False)
+    result = json.loads((out / "results.json").read_text())
+    assert result["rows"] and result["smoke"] is True
+    assert (out / "table.md").read_text().startswith(f"# {name}")
+    # a second call finds every run finished and trains nothing
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
+    run_experiment(EXPERIMENTS[name], smoke=True, out=tmp_path, verbose=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")} == before
+
+
+def test_training_run_resumes_after_a_crash(tmp_path):
+    """A real training run interrupted after epoch 1 resumes from its checkpoint (not from scratch)."""
+    spec = common.train_spec("digits/spread", {"dataset": "digits", "encoder": "cnn-test", "epochs": 2,
+                                               "batch_size": 256}, 0, {})
+    run_dir = tmp_path / "runs" / spec.key
+
+    class Crash:
+        def on_epoch_end(self, epoch, state):
+            if epoch == 2:
+                raise RuntimeError("crash in epoch 2")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        common.train(spec, run_dir, Context(), callbacks=[Crash()])
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
+    exp = Experiment(name="t", summary="", cpu_minutes=1, module=__name__, config=lambda s: {},
+                     smoke=lambda c: c, plan=lambda c, s, r: [spec], execute=common.train_and_evaluate,
+                     report=lambda rows, cfg, out: "")
+    row = run_one(exp, spec, tmp_path / "runs", Context(verbose=False))
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]  # epoch 1 kept from before the crash, epoch 2 trained once
+    assert 0.0 <= row["accuracy"] <= 1.0 and (run_dir / "result.json").exists()
