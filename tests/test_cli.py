@@ -6,22 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from spreadcon.cli import build_parser, main
+from spreadcon.cli import main
 from spreadcon.commands import demo as demo_cmd
 
 TINY = ["--dataset", "digits-coarse", "--encoder", "cnn-test", "--epochs", "1", "--batch-size", "256",
         "--no-progress", "--set", "tensorboard=false"]
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_help_names_every_option(capsys):

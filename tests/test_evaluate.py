@@ -16,13 +16,6 @@ from spreadcon.evaluate.probes import coarse_to_fine, fit_linear, linear_probe
 from spreadcon.models import build_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def clusters(centres, n_per, noise, seed=0):
     """Points around each row of centres [K, D]: (x [K*n_per, D], cluster id [K*n_per])."""

@@ -373,3 +373,17 @@ def test_worst_case_geometry_at_the_fast_path_boundary(temperature):
         assert torch.isfinite(loss) and torch.isfinite(zz.grad).all(), name
         want = call(name, z.double(), y, temperature=temperature)
         assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host synchronisation")
+@pytest.mark.parametrize("memory", ["dense", "lean"])
+def test_no_host_sync_on_cuda(memory):
+    z, y = batch(64, 2, 5, D=16, seed=13, dtype=torch.float32)
+    z, y = z.cuda().requires_grad_(), y.cuda()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for name in NAMES:
+            call(name, z, y, memory=memory, block_size=32).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(z.grad).all()

@@ -7,14 +7,6 @@ import torchvision
 from spreadcon.models import ENCODERS, build_encoder, describe, encoder_options
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run ~100x slower with several threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TEST_SHAPES = {
     "vit-test": (3, 16, 16),
     "resnet18-test": (3, 16, 16),

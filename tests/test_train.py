@@ -3,7 +3,6 @@ is refused before training. Tiny runs: `digits` (8x8), cnn-test, batches of 256.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -18,14 +17,6 @@ from spreadcon.data.views import default_views
 from spreadcon.runs import load_run
 from spreadcon.train import lr_factor, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other tests for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(tmp_path, name="run", **changes) -> TrainConfig:

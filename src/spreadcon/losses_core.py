@@ -202,7 +202,7 @@ class RowStats(torch.autograd.Function):
                 if not ctx.kept and not ctx.stabilize:
                     blk.S.exp_()  # recomputed logits -> e^S, as the fast forward keeps them
                 G = grad_block(blk, stats[:, rows], g[:, rows], n_pos[rows], n_neg[rows], ctx.need_sp)
-                dq[rows] = G @ k
+                torch.mm(G, k, out=dq[rows])
                 dk.addmm_(G.T, q[rows])
         ctx.kept = None
         return dq, dk, None, None, None, None, None, None, None, None, None

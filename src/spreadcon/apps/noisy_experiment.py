@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from spreadcon.apps.noisy import NoisyLabelCorrection, NoisyLabelCorrector, cleanlab_detect, detection_quality
 

@@ -140,7 +140,11 @@ class StrataRecovery:
         return KMeans(n_clusters=k, n_init=self.n_init, random_state=self.random_state)
 
     def _new_reducer(self):
-        import umap  # slow to import (numba); only when asked for
+        try:
+            import umap  # slow to import (numba); only when asked for
+        except ImportError as err:
+            raise ImportError("reducer='umap' needs umap-learn: pip install 'spreadcon[apps]', "
+                              "or use reducer=None") from err
 
         return umap.UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
                          min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)

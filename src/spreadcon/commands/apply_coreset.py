@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from spreadcon.commands.apply_noisy import _floats, _ints, _strs
+from spreadcon.commands._args import floats, ints, strs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", help="dataset (default digits)")
     parser.add_argument("--encoder", help="encoder (default cnn)")
-    parser.add_argument("--methods", type=_strs, help="strata,random,forgetting,el2n,grand")
-    parser.add_argument("--sizes", type=_floats, help="coreset fractions in (0, 1], e.g. 0.3,0.5,0.7,0.9")
-    parser.add_argument("--subsamples", type=_floats, help="difficulty subsample fractions, e.g. 0.1,0.2,0.5")
-    parser.add_argument("--difficulty-seeds", type=_ints, help="seeds per subsample fraction, e.g. 0,1,2")
+    parser.add_argument("--methods", type=strs, help="strata,random,forgetting,el2n,grand")
+    parser.add_argument("--sizes", type=floats, help="coreset fractions in (0, 1], e.g. 0.3,0.5,0.7,0.9")
+    parser.add_argument("--subsamples", type=floats, help="difficulty subsample fractions, e.g. 0.1,0.2,0.5")
+    parser.add_argument("--difficulty-seeds", type=ints, help="seeds per subsample fraction, e.g. 0,1,2")
     parser.add_argument("--labelled-fraction", type=float, help="CE-head labels of the difficulty runs (0.01)")
-    parser.add_argument("--seeds", type=_ints, help="seeds of the fresh models trained on each coreset")
+    parser.add_argument("--seeds", type=ints, help="seeds of the fresh models trained on each coreset")
     parser.add_argument("--epochs", type=int, help="epochs of every training run")
     parser.add_argument("--no-evaluate", action="store_true", help="only score and select; train nothing fresh")
     parser.add_argument("--device", help="auto, cpu, cuda")

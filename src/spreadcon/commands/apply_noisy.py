@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def _strs(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+from spreadcon.commands._args import floats, ints, strs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,10 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="output folder (offline default: RUN_DIR/noisy; experiment: results/fig5-noise)")
     parser.add_argument("--dataset", help="experiment dataset (default digits)")
     parser.add_argument("--encoder", help="experiment encoder (default cnn)")
-    parser.add_argument("--rates", type=_floats, help="noise rates, e.g. 0,0.1,0.2,0.5")
-    parser.add_argument("--fractions", type=_floats, help="CE-head labelled fractions, e.g. 0.2,0.5")
-    parser.add_argument("--methods", type=_strs, help="supcon,supcon+fix,spread+fix,spread,debiased")
-    parser.add_argument("--seeds", type=_ints, help="e.g. 0,1,2")
+    parser.add_argument("--rates", type=floats, help="noise rates, e.g. 0,0.1,0.2,0.5")
+    parser.add_argument("--fractions", type=floats, help="CE-head labelled fractions, e.g. 0.2,0.5")
+    parser.add_argument("--methods", type=strs, help="supcon,supcon+fix,spread+fix,spread,debiased")
+    parser.add_argument("--seeds", type=ints, help="e.g. 0,1,2")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--device", help="auto, cpu, cuda")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long version of the experiment")

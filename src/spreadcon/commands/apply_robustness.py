@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def _strs(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+from spreadcon.commands._args import ints, strs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     recovery = parser.add_argument_group("recovery and Group DRO")
     recovery.add_argument("--reducer", choices=["umap", "none"], help="per-class reduction (default umap)")
     recovery.add_argument("--clusterer", choices=["gmm", "kmeans"], help="default gmm")
-    recovery.add_argument("--k-range", type=_ints, help="k_min,k_max searched by silhouette (default 2,10)")
+    recovery.add_argument("--k-range", type=ints, help="k_min,k_max searched by silhouette (default 2,10)")
     recovery.add_argument("--eta", type=float, help="Group DRO step size (default 0.01)")
     recovery.add_argument("--adjustment", type=float, help="group-size adjustment C (default 0)")
     recovery.add_argument("--gdro-epochs", type=int, help="epochs of the linear end models (default 50)")
@@ -41,8 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     experiment = parser.add_argument_group("experiment (no RUN_DIR)")
     experiment.add_argument("--dataset", help="spurious-mnist (default), waterbirds or isic")
     experiment.add_argument("--root", help="data root for waterbirds / isic")
-    experiment.add_argument("--losses", type=_strs, help="e.g. ce,supcon,spread (default)")
-    experiment.add_argument("--seeds", type=_ints, help="e.g. 0,1,2 (default)")
+    experiment.add_argument("--losses", type=strs, help="e.g. ce,supcon,spread (default)")
+    experiment.add_argument("--seeds", type=ints, help="e.g. 0,1,2 (default)")
     experiment.add_argument("--encoder", help="encoder name (default from the dataset preset)")
     experiment.add_argument("--epochs", type=int, help="training epochs (default from the dataset preset)")
     experiment.add_argument("--device", help="auto, cpu, cuda (default cpu)")

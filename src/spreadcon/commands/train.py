@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -99,5 +100,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as err:
         print(f"\nspreadcon train: {err or 'interrupted'}", file=sys.stderr)
         return 130
-    print(f"run folder: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 reports
+        print(f"run folder: {run_dir}")
     return 0

@@ -1,8 +1,10 @@
 """What most experiments share: a training run as a RunSpec, its execution, its evaluation.
 
-A training RunSpec holds `params = {"train": <resolved TrainConfig fields>, "probe": {...}}`:
-the resolved config (every field, defaults included, minus where-and-how keys such as out_dir,
-device and data_root), so a change of a trainer default is a different run, never a stale skip.
+A training RunSpec holds `params = {"train": <TrainConfig differences from its defaults>, "probe": {...}}`:
+the config is built and validated, and the fields whose values differ from TrainConfig's defaults
+(minus where-and-how keys such as out_dir, device and data_root) key the run. Adding a trainer
+option therefore leaves finished runs valid; after changing a trainer default, use a fresh --out
+(each run folder's config.json holds its full resolved config).
 
 Evaluation reads the run's cached embeddings of its best checkpoint (model selection on the
 validation split, SPEC.md) and reports fractions in [0, 1]:
@@ -55,11 +57,13 @@ def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def resolve_train(overrides: dict[str, Any]) -> dict[str, Any]:
-    """All TrainConfig fields for these overrides (validated), minus the unhashed keys."""
+    """The TrainConfig for these overrides, validated, as its differences from the defaults
+    (values normalised by the config, e.g. ints as floats), minus the unhashed keys."""
     from spreadcon.config import TrainConfig
 
     resolved = TrainConfig.from_dict({k: v for k, v in overrides.items() if k != "seed"}).to_dict()
-    return {k: v for k, v in resolved.items() if k not in UNHASHED}
+    defaults = TrainConfig().to_dict()
+    return {k: v for k, v in resolved.items() if k not in UNHASHED and v != defaults[k]}
 
 
 def train_spec(name: str, train: dict[str, Any], seed: int, labels: dict[str, Any], *,
@@ -81,9 +85,9 @@ def validate_train_spec(spec: RunSpec) -> None:
     """Dry-run check of a training run: known dataset, encoder and loss; a valid TrainConfig."""
     from spreadcon.config import TrainConfig
 
-    train = spec.params["train"]
-    TrainConfig.from_dict(train)
-    check_names(datasets=[train["dataset"]], encoders=[train["encoder"]], losses=[train["loss"]])
+    config = TrainConfig.from_dict(spec.params["train"])
+    check_names(datasets=[config.dataset], encoders=[config.encoder],
+                losses=[] if config.protocol == "ce" else [config.loss])
 
 
 def check_names(*, datasets: Iterable[str] = (), encoders: Iterable[str] = (), losses: Iterable[str] = ()) -> None:

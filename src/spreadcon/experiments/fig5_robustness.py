@@ -62,7 +62,7 @@ def execute(spec: RunSpec, run_dir: Path, ctx: Context) -> dict[str, Any]:
     config = replace(app_config(ctx.config or {"app": {}}).robustness, seed=spec.seed)
     result = apply_to_run(run_dir, config, out_dir=run_dir / "robustness", pictures=spec.seed == 0,
                           picture_prefix=f"{spec.labels['loss']} seed {spec.seed}: ")
-    metric = "worst_group_auroc" if spec.params["train"]["dataset"] == "isic" else "worst_group_accuracy"
+    metric = "worst_group_auroc" if run.config.dataset == "isic" else "worst_group_accuracy"
     out.update(recovery_f1=result["recovery_train"]["f1"], recovery_ari=result["recovery_train"]["ari"],
                metric=metric, robustness=result["methods"], robustness_config=asdict(config))
     for method, values in result["methods"].items():

@@ -86,9 +86,11 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
     ds = cfg["dataset"]
     paper = HYPERPARAMETERS.get(ds) or HYPERPARAMETERS.get(SMALL_ANALOGUE.get(ds, ""))
     sel = chosen.get("spread")
-    lines.append(f"\nSelected for L_spread on {ds}: (tau, alpha) = ({sel[1]}, {sel[2]})" if sel else "")
-    if paper:
-        lines.append(f"; the paper's choice for {SMALL_ANALOGUE.get(ds, ds)}: (tau, alpha) = {paper}.")
+    if sel:
+        lines.append(f"\nSelected for L_spread on {ds}: (tau, alpha) = ({sel[1]}, {sel[2]})"
+                     + (f"; the paper's choice for {SMALL_ANALOGUE.get(ds, ds)}: (tau, alpha) = {paper}" if paper else "")
+                     + ". Ties go to the smaller tau (and, in the alpha stage, the smaller alpha); a small "
+                       "validation split makes many settings tie.")
     common.line_plot([r for r in rows if r.get("stage") == "alpha"], x="alpha", hue="loss", metric="val_accuracy",
                      path=out / "alpha_stage.png", title=f"Stage 1 (tau 0.5) on {ds}")
     common.line_plot([{**r, "curve": f"{r['loss']}" + (f" a={r['alpha']}" if r.get("alpha") is not None else "")}
