@@ -9,7 +9,7 @@ app's dataset preset, then the app's `apply_to_run` on it.
 The paper: recovery F1 (L_CE / L_SC / L_spread) Waterbirds 56.3 / 47.2 / 59.0, ISIC 74.0 / 92.5 /
 93.8; worst-group Waterbirds 88.4 / 86.5 / 89.0, ISIC (AUROC) 92.0 / 93.3 / 92.6.
 Small scale: spurious-MNIST (a Waterbirds-like digit task with a 95%-correlated background; the
-app's preset: narrow `cnn`, joint CE head, 8 epochs). Full scale: Waterbirds, ResNet50,
+app's preset: narrow `cnn`, joint CE head, 6 epochs). Full scale: Waterbirds, ResNet50,
 contrastive loss then probe (needs --data-root). Expected: L_spread's recovered strata at least
 as good as L_SC's, and Group DRO on them above ERM on worst-group accuracy.
 """
@@ -59,9 +59,13 @@ def execute(spec: RunSpec, run_dir: Path, ctx: Context) -> dict[str, Any]:
 
     run = common.train(spec, run_dir, ctx)
     out = common.evaluate(run, RunSpec(spec.name, spec.params, spec.seed, evals=("accuracy",)))
-    config = replace(app_config(ctx.config or {"app": {}}).robustness, seed=spec.seed)
+    app = app_config(ctx.config or {"app": {}})
+    config = replace(app.robustness, seed=spec.seed)
+    # The app's checkpoint choice ("last"): spurious-MNIST's group-balanced validation split scores
+    # every background-only model at 50%, so best.pt would stay at epoch 1.
     result = apply_to_run(run_dir, config, out_dir=run_dir / "robustness", pictures=spec.seed == 0,
-                          picture_prefix=f"{spec.labels['loss']} seed {spec.seed}: ")
+                          picture_prefix=f"{spec.labels['loss']} seed {spec.seed}: ",
+                          checkpoint=app.checkpoint)
     metric = "worst_group_auroc" if run.config.dataset == "isic" else "worst_group_accuracy"
     out.update(recovery_f1=result["recovery_train"]["f1"], recovery_ari=result["recovery_train"]["ari"],
                metric=metric, robustness=result["methods"], robustness_config=asdict(config))
