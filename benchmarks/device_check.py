@@ -9,11 +9,11 @@ script goes on after a failure) and DIR/device_check.md (the tables). Both are r
 every step, so a run cut short still leaves its finished steps. Steps:
 
 1. tests: `pytest -m cuda` (kernel vs float64 oracle, losses under autocast, views on the GPU).
-2. losses: forward+backward of L_SC and L_spread, features [N, 2, 128], N in {4096, 16384, 65536}:
+2. losses (and tiles): forward+backward of L_SC and L_spread, features [N, 2, 128], N in {4096, 16384, 65536}:
    the fused Triton kernel, the dense and lean torch paths (`memory=`), and
    pytorch-metric-learning's SupConLoss (L_SC only, where it fits); median time, peak memory,
    ratios to the lean torch path and to pml. Targets (issue 17): fused >= 3x lean at 65,536,
-   >= 20x pml wherever pml fits.
+   >= 20x pml wherever pml fits. `tiles`: the kernel alone per tile size, float32 and bfloat16.
 3. throughput: training images/s (bf16 autocast, views made on the GPU, L_spread + CE head,
    AdamW), the paper's ViT at 3x32x32 eager and `torch.compile`d, ResNet-50 at 3x224x224 eager
    (channels_last); host synchronisations per step from `torch.cuda.set_sync_debug_mode`.
@@ -46,10 +46,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 D = 128
-FULL = dict(sizes=(4096, 16384, 65536), repeats=3, vit=("vit", (3, 32, 32)), resnet=("resnet50", (3, 224, 224)),
+FULL = dict(sizes=(4096, 16384, 65536), repeats=3, tile_n=16384, tiles=((32, 32), (64, 64), (128, 64), (64, 128)), vit=("vit", (3, 32, 32)), resnet=("resnet50", (3, 224, 224)),
             batch=128, steps=20, warmup=5, compile_backend="inductor", budget_s=450,
             run=dict(dataset="cifar10-coarse", encoder="vit", batch_size=128))
-DRY = dict(sizes=(24, 48), repeats=1, vit=("vit-test", (3, 32, 32)), resnet=("resnet18-test", (3, 32, 32)),
+DRY = dict(sizes=(24, 48), repeats=1, tile_n=24, tiles=((16, 16), (16, 32)), vit=("vit-test", (3, 32, 32)), resnet=("resnet18-test", (3, 32, 32)),
            batch=8, steps=2, warmup=1, compile_backend="eager", budget_s=100,
            run=dict(dataset="mnist5k-coarse", encoder="vit-test", batch_size=32, subsample_fraction=0.06,
                     eval_batch_size=256))
@@ -204,6 +204,34 @@ def step_losses(plan: dict, args) -> dict:
             if other and "seconds" in other and "seconds" in row and row["loss"] == other["loss"]:
                 row[f"x_{ref}"] = other["seconds"] / row["seconds"]
     return {"features": f"[N, 2, {D}] float32, 10 classes, tau 0.5", "rows": rows}
+
+
+def step_tiles(plan: dict, args) -> dict:
+    """Fused kernel alone (row statistics of L_spread, forward+backward) per tile size and dtype,
+    to choose spreadcon.kernels.row_stats.GPU_BLOCK for this GPU."""
+    import torch
+
+    from spreadcon.kernels import triton_row_stats
+    from spreadcon.losses_core import compact_codes
+
+    device, rows = _device(), []
+    n = plan["tile_n"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(2 * n, D, device=device, generator=gen), dim=1)
+    codes = compact_codes(torch.randint(0, 10, (n,), device=device, generator=gen).repeat_interleave(2)).int()
+    n_pos = torch.bincount(codes, minlength=2 * n)[codes] - 1
+    args_ = (codes, codes, torch.arange(2 * n, device=device), n_pos, 2 * n - 1 - n_pos, ("pos", "neg", "sp"))
+    for dtype in (torch.float32, torch.bfloat16):
+        for block_k, block_m in plan["tiles"]:
+            def fn(q, _):
+                return triton_row_stats(q / 0.5, q, *args_, block_k=block_k, block_m=block_m).sum()
+            row = {"rows": 2 * n, "dtype": str(dtype).replace("torch.", ""), "block_k": block_k, "block_m": block_m}
+            try:
+                row["seconds"], row["peak_mib"] = _time_loss(fn, z.to(dtype), None, plan["repeats"])
+            except Exception as err:  # noqa: BLE001
+                row["error"] = f"{type(err).__name__}: {err}"[:300]
+            rows.append(row)
+    return {"rows": rows}
 
 
 # ----------------------------------------------------------------------------- 3. throughput
@@ -387,6 +415,13 @@ def markdown(report: dict) -> str:
         lines += [f"| {r['N']} | {r['loss']} | {r['method']} | {_fmt(r.get('seconds'))} | {_fmt(r.get('peak_mib'))} | "
                   f"{_fmt(r.get('x_lean'))} | {_fmt(r.get('x_pml'))} | {r.get('error', '')} |" for r in losses["rows"]]
         lines.append("")
+    tiles = report["steps"].get("tiles", {})
+    if "rows" in tiles:
+        lines += ["## Fused kernel tile sizes (L_spread row statistics, forward+backward)", "",
+                  "| rows | dtype | block_k | block_m | seconds | peak MiB | note |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['rows']} | {r['dtype']} | {r['block_k']} | {r['block_m']} | {_fmt(r.get('seconds'))} | "
+                  f"{_fmt(r.get('peak_mib'))} | {r.get('error', '')} |" for r in tiles["rows"]]
+        lines.append("")
     tp = report["steps"].get("throughput", {})
     if "rows" in tp:
         lines += ["## Training throughput (2 views, L_spread + CE head, AdamW)", "",
@@ -454,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device, "dry_run": args.dry_run, "torch": torch.__version__, "triton": triton_version,
               "seconds": 0.0, "steps": {}}
     steps = [("tests", lambda: step_tests(plan, args)), ("losses", lambda: step_losses(plan, args)),
+             ("tiles", lambda: step_tiles(plan, args)),
              ("throughput", lambda: step_throughput(plan, args)),
              ("full_scale", lambda: step_full_scale(plan, args, deadline, report["steps"].get("throughput"))),
              ("projection", lambda: step_projection(plan, args, report["steps"].get("throughput")))]

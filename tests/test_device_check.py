@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("tests", "losses", "throughput", "full_scale", "projection")
+STEPS = ("tests", "losses", "tiles", "throughput", "full_scale", "projection")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,12 @@ def test_dry_run_measures_every_loss_method_including_the_fused_kernel(dry_run):
     assert all(r["x_lean"] > 0 for r in fused) and all("x_pml" in r for r in fused if r["loss"] == "supcon")
 
 
+def test_dry_run_times_every_tile_size_in_both_dtypes(dry_run):
+    rows = json.loads((dry_run / "device_check.json").read_text())["steps"]["tiles"]["rows"]
+    assert {r["dtype"] for r in rows} == {"float32", "bfloat16"} and len(rows) == 4
+    assert all(r["seconds"] > 0 for r in rows), rows
+
+
 def test_dry_run_reports_throughput_the_short_run_and_a_projection_per_figure4_row(dry_run):
     from spreadcon.experiments import fig4
 
@@ -65,7 +71,7 @@ def test_dry_run_reports_throughput_the_short_run_and_a_projection_per_figure4_r
 
 def test_markdown_holds_every_table(dry_run):
     text = (dry_run / "device_check.md").read_text()
-    for heading in ("## Loss forward+backward", "## Training throughput", "## Short run", "## Projected wall time"):
+    for heading in ("## Loss forward+backward", "## Fused kernel tile sizes", "## Training throughput", "## Short run", "## Projected wall time"):
         assert heading in text
     assert "FAILED" not in text
 

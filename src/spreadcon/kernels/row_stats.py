@@ -225,7 +225,7 @@ def interpreting() -> bool:
 
 
 # ----------------------------------------------------------------------------- host side
-def _check(q, k, q_codes, k_codes, self_col, n_pos, n_neg, need) -> None:
+def _check(q, k, *, q_codes, k_codes, self_col, n_pos, n_neg, need) -> None:
     if triton is None:
         raise ValueError("triton_row_stats needs Triton (it ships with CUDA builds of torch); "
                          "use the torch path, losses_core.RowStats")
@@ -342,5 +342,5 @@ def triton_row_stats(q: Tensor, k: Tensor, q_codes: Tensor, k_codes: Tensor, sel
     for name, b in (("block_k", block_k), ("block_m", block_m)):
         if b is not None and not (isinstance(b, int) and b >= 16 and b & (b - 1) == 0):
             raise ValueError(f"{name} must be a power of two >= 16 (tl.dot's smallest tile) or None, got {b!r}")
-    _check(q, k, q_codes, k_codes, self_col, n_pos, n_neg, need)
+    _check(q, k, q_codes=q_codes, k_codes=k_codes, self_col=self_col, n_pos=n_pos, n_neg=n_neg, need=need)
     return TritonRowStats.apply(q, k, q_codes, k_codes, self_col, n_pos, n_neg, tuple(need), (block_k, block_m))
