@@ -186,6 +186,12 @@ def test_unnormalised_features_and_ragged_tiles(interpreter):
     compare(interpreter, case(z, labels, ("all",), tau=0.7, blocks=(32, 16)), atol=1e-3, grad_atol=2e-5)
 
 
+def test_wide_embeddings_take_the_eight_warp_launch(interpreter):
+    """D = 128 (the benchmarks' width, launched with 8 warps on a GPU)."""
+    z, labels = make_batch(B=10, V=2, classes=3, D=128, seed=13)
+    compare(interpreter, case(z, labels, ("all", "pos", "neg", "sp"), tau=0.1))
+
+
 # Triton 3.8's interpreter computes bfloat16 tl.dot wrongly (numpy has no bfloat16: the bits
 # are multiplied as integers); bfloat16 is covered by the CUDA test below.
 @pytest.mark.parametrize("dtype", [torch.float16], ids=str)
