@@ -3,6 +3,7 @@
     coords, idx = project(z, method="tsne", max_points=2000, seed=0)     # [M, 2], rows of z used
     embedding_picture(z, labels, strata, "fig2.png")                      # by class | by stratum
     strata_size_scatter(z, labels, strata, "fig3.png")                    # by stratum size
+    coloured_pair(coords, groups, clusters, "class0.png")                 # one class: truth | recovery
 
 t-SNE comes from scikit-learn; UMAP needs umap-learn (`pip install spreadcon[viz]`). Both are
 seeded, and at most `max_points` points (a seeded random subset) are projected.
@@ -154,6 +155,22 @@ def strata_size_scatter(z: Tensor, labels: Tensor, strata: Tensor, path: str | P
     ax.set_ylabel("mean distance to the other strata centres of its class")
     ax.set_title("strata centre distance vs size")
     fig.suptitle(title or "stratum size")
+    return _save(fig, path)
+
+
+def coloured_pair(coords: np.ndarray, left: np.ndarray, right: np.ndarray, path: str | Path, *,
+                  titles: tuple[str, str] = ("true group", "recovered cluster"), title: str | None = None) -> Path:
+    """Two panels of the same 2-D points coords [M, 2], coloured by `left` [M] and by `right` [M]
+    (e.g. true groups and recovered clusters of one class). Writes a PNG and returns its path."""
+    coords, left, right = np.asarray(coords), np.asarray(left), np.asarray(right)
+    if coords.ndim != 2 or coords.shape[1] != 2 or not left.shape == right.shape == (len(coords),):
+        raise ValueError(f"coloured_pair needs coords [M, 2] and two [M] colourings, got "
+                         f"{coords.shape}, {left.shape}, {right.shape}")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
+    for ax, values, name in zip(axes, (left, right), titles):
+        _scatter_by(ax, coords, values.astype(np.int64), None, name)
+    fig.suptitle(title or "")
     return _save(fig, path)
 
 
