@@ -98,17 +98,29 @@ def _scatter_by(ax, coords: np.ndarray, values: np.ndarray, names: Sequence[str]
 
 def embedding_picture(z: Tensor, labels: Tensor, strata: Tensor, path: str | Path, *, method: str = "tsne",
                       max_points: int | None = 2000, seed: int = 0, class_names: Sequence[str] | None = None,
-                      stratum_names: Sequence[str] | None = None, title: str | None = None) -> Path:
-    """Figure 2: a 2-D projection of z [N, D] coloured by class (left) and by stratum (right).
-    Writes a PNG to `path` and returns it."""
+                      stratum_names: Sequence[str] | None = None, title: str | None = None,
+                      stratum_sizes: dict[int, int] | None = None) -> Path:
+    """Figure 2: a 2-D projection of z [N, D] coloured by class (left) and by stratum (right);
+    with `stratum_sizes` ({stratum: training points}) a third panel colours each point by the
+    size of its stratum (log scale), as in Figure 3. Writes a PNG to `path` and returns it.
+    The project's one t-SNE figure: experiments draw theirs through this function."""
     if not labels.shape == strata.shape == (z.shape[0],):
         raise ValueError(f"labels and strata must be [N={z.shape[0]}], got {list(labels.shape)}, {list(strata.shape)}")
     coords, idx = project(z, method=method, max_points=max_points, seed=seed)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    panels = 3 if stratum_sizes else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5), constrained_layout=True)
     y, s = labels.cpu().numpy()[idx], strata.cpu().numpy()[idx]
     _scatter_by(axes[0], coords, y, class_names, "coloured by class")
     _scatter_by(axes[1], coords, s, stratum_names, "coloured by stratum (shades of its class)", parent=y)
+    if stratum_sizes:
+        from matplotlib.colors import LogNorm
+
+        sizes = np.array([max(1, stratum_sizes.get(int(v), 1)) for v in s], dtype=float)
+        norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() + 1))
+        points = axes[2].scatter(coords[:, 0], coords[:, 1], c=sizes, s=4, cmap="viridis", norm=norm)
+        fig.colorbar(points, ax=axes[2], label="training points in the point's stratum")
+        axes[2].set(title="coloured by stratum size", xticks=[], yticks=[])
     fig.suptitle(title or f"{method.upper()} of {len(idx)} embeddings")
     return _save(fig, path)
 
