@@ -55,7 +55,12 @@ def checkpoint_stamp(run_dir: str | Path, checkpoint: str | int = "best") -> dic
     if not path.exists():
         kept = sorted(p.name for p in Path(run_dir).glob("*.pt"))
         raise FileNotFoundError(2, f"no checkpoint {path.name} in the run (kept: {kept})", str(path))
-    return {"checkpoint": str(checkpoint), "file": path.name, "epoch": checkpoint_epoch(path), "sha256": sha256(path)}
+    try:  # the trainer's own id of a checkpoint, where this tree has it (one definition of a stamp)
+        from spreadcon.runs import checkpoint_id
+    except ImportError:
+        return {"checkpoint": str(checkpoint), "file": path.name, "epoch": checkpoint_epoch(path),
+                "sha256": sha256(path)}
+    return {**checkpoint_id(run_dir, checkpoint), "file": path.name}
 
 
 def stale_reason(output: str | Path, run_dir: str | Path) -> str | None:
