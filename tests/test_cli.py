@@ -147,3 +147,29 @@ def test_demo_uses_the_selected_alpha():
     assert best["alpha"] == table["selected_alpha"]
     assert [r["alpha"] for r in table["rows"]] == list(demo_cmd.ALPHAS)
     assert table["config"]["epochs"] == demo_cmd.EPOCHS and table["config"]["encoder"] == demo_cmd.ENCODER
+
+
+def test_train_overwrite_is_wired_through_or_refused(tmp_path, capsys):
+    import inspect
+
+    from spreadcon.train import train
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    code = main(["train", *TINY, "--seed", "1", "--out", str(run_dir), "--overwrite"])
+    if "overwrite" in inspect.signature(train).parameters:
+        assert code == 0 and json.loads((run_dir / "config.json").read_text())["seed"] == 1
+    else:
+        assert code == 2 and "cannot overwrite a run yet" in capsys.readouterr().err
+
+
+def test_apply_has_one_mode_per_parser_and_no_upward_import(capsys):
+    source = (Path(__file__).resolve().parents[1] / "src" / "spreadcon" / "commands" / "apply.py").read_text()
+    assert "spreadcon.cli" not in source
+    for app in ("robustness", "noisy", "coreset"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["apply", app])  # RUN_DIR is required: no experiment mode without it
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: RUN_DIR" in err or "required: run_dir" in err
