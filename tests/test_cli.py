@@ -59,6 +59,54 @@ def test_train_resume_refusal_and_eval(tmp_path, capsys):
         assert key in result, key
     assert 0 <= result["fine_transfer_accuracy"] <= 1 and -1 <= result["intra_class_cosine"] <= 1
     assert "| end_model_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
+    stamped = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert stamped["stamp"]["file"] == "best.pt" and stamped["stamp"]["epoch"] == 1 and stamped["status"] == "1 of 1 epochs"
+    assert main(["eval", str(run_dir), "--check"]) == 0
+
+    # a changed checkpoint makes eval/ stale: --check refuses, a new eval replaces it
+    best = run_dir / "best.pt"
+    import torch
+
+    state = torch.load(best, weights_only=False)
+    state["val_acc"] = -1.0
+    torch.save(state, best)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "stale:" in err and "has changed since" in err and "Traceback" not in err
+    assert main(["eval", str(run_dir), "--probe-epochs", "1", "--no-pictures"]) == 0
+    assert "replaced a stale evaluation" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--check"]) == 0
+
+
+def test_eval_of_an_unfinished_run_says_so(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "epochs": 3}))  # as if killed after epoch 1 of 3
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--probe-epochs", "1", "--no-pictures"]) == 0
+    captured = capsys.readouterr()
+    assert "1 of 3 epochs: unfinished" in captured.out and "--resume" in captured.err
+    result = json.loads((run_dir / "eval" / "eval.json").read_text())
+    assert result["finished"] is False and result["epochs_trained"] == 1
+
+
+def test_corrupt_run_files_are_named_with_their_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + "{not json\n")
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{metrics} line 2 is not valid JSON" in err and "Traceback" not in err
+    (run_dir / "config.json").write_text('{"epochs": 1,\n "alpha": }')
+    assert main(["eval", str(run_dir)]) == 2
+    assert f"{run_dir / 'config.json'} is not valid JSON (line 2" in capsys.readouterr().err
+    (run_dir / "config.json").write_text('{"epochs": 1, "colour": "red"}')
+    assert main(["eval", str(run_dir)]) == 2
+    assert "unknown config keys ['colour']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -74,6 +122,8 @@ def test_train_bad_input(tmp_path, capsys, argv, message):
 def test_eval_of_a_non_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
 
 
 def test_demo_smoke(tmp_path, capsys):
@@ -97,3 +147,29 @@ def test_demo_uses_the_selected_alpha():
     assert best["alpha"] == table["selected_alpha"]
     assert [r["alpha"] for r in table["rows"]] == list(demo_cmd.ALPHAS)
     assert table["config"]["epochs"] == demo_cmd.EPOCHS and table["config"]["encoder"] == demo_cmd.ENCODER
+
+
+def test_train_overwrite_is_wired_through_or_refused(tmp_path, capsys):
+    import inspect
+
+    from spreadcon.train import train
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    code = main(["train", *TINY, "--seed", "1", "--out", str(run_dir), "--overwrite"])
+    if "overwrite" in inspect.signature(train).parameters:
+        assert code == 0 and json.loads((run_dir / "config.json").read_text())["seed"] == 1
+    else:
+        assert code == 2 and "cannot overwrite a run yet" in capsys.readouterr().err
+
+
+def test_apply_has_one_mode_per_parser_and_no_upward_import(capsys):
+    source = (Path(__file__).resolve().parents[1] / "src" / "spreadcon" / "commands" / "apply.py").read_text()
+    assert "spreadcon.cli" not in source
+    for app in ("robustness", "noisy", "coreset"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["apply", app])  # RUN_DIR is required: no experiment mode without it
+        assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: RUN_DIR" in err or "required: run_dir" in err

@@ -160,31 +160,45 @@ def test_save_indices(tmp_path):
     assert csv.read_text().splitlines() == ["index", "4", "1", "7"]
 
 
-def test_smoke_experiment_through_the_cli(tmp_path):
+def test_selector_follows_scikit_learn_conventions_and_matches_the_functions():
+    from sklearn.base import clone
+
+    from spreadcon.apps.coreset import CoresetSelector, random_coreset, strata_coreset, top_score_coreset
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    counts = rng.integers(0, 4, 300)
+    sel = CoresetSelector(0.3, method="strata", random_state=4)
+    assert clone(sel).get_params() == {"size": 0.3, "method": "strata", "random_state": 4}
+    assert np.array_equal(sel.fit(counts, y).indices_, strata_coreset(counts, y, 0.3, seed=4))
+    assert sel.mask_.sum() == len(sel.indices_) and np.array_equal(sel.transform(np.arange(300)), sel.indices_)
+    top = CoresetSelector(0.3, method="top_score").fit(counts.astype(float), y)
+    assert np.array_equal(top.indices_, top_score_coreset(counts, 0.3, labels=y, seed=0))
+    assert np.array_equal(CoresetSelector(0.3, method="random").fit(None, y).indices_, random_coreset(y, 0.3, seed=0))
+    with pytest.raises(ValueError, match="not finite"):
+        CoresetSelector(0.3).fit(np.where(np.arange(300) == 5, np.nan, 1.0), y)
+    with pytest.raises(ValueError, match="method"):
+        CoresetSelector(0.3, method="magic").fit(counts, y)
+
+
+def test_apply_to_runs_through_the_cli(tmp_path, capsys):
     import json
 
     from spreadcon.cli import main
 
-    assert main(["apply", "coreset", "--smoke", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    rows = result["rows"]
-    n_train = [r["n"] for r in rows if r["method"] == "full"][0]
-    for method in ("strata", "random", "forgetting", "el2n", "grand"):
-        row = [r for r in rows if r["method"] == method][0]
-        assert row["n"] == round(0.5 * n_train) and 0.0 <= row["test_acc"] <= 1.0
-        idx = np.load(tmp_path / "indices" / f"{method}_0.5_s0.npy")
-        assert len(idx) == row["n"] and len(set(idx.tolist())) == len(idx)
-        assert (tmp_path / "indices" / f"{method}_0.5_s0.csv").exists()
-    counts = np.load(tmp_path / "scores" / "strata.npy")
-    assert counts.shape == (n_train,) and counts.min() >= 0 and counts.max() <= 1  # one difficulty run
-    assert (tmp_path / "table.md").read_text().count("|") > 10
-    assert (tmp_path / "fig5_coreset.png").stat().st_size > 0
-
-
-def test_experiment_rejects_bad_settings():
-    from spreadcon.apps.coreset_experiment import CoresetExperiment
-
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        CoresetExperiment(sizes=(1.5,)).validate()
-    with pytest.raises(ValueError, match="unknown coreset methods"):
-        CoresetExperiment(methods=("magic",)).validate()
+    runs = []
+    for seed in (0, 1):
+        run_dir = tmp_path / f"run{seed}"
+        assert main(["train", "--dataset", "digits", "--encoder", "cnn-test", "--epochs", "1", "--no-progress",
+                     "--seed", str(seed), "--set", "tensorboard=false", "--out", str(run_dir)]) == 0
+        runs.append(str(run_dir))
+    assert main(["apply", "coreset", *runs, "--size", "0.5", "--out", str(tmp_path / "c")]) == 0
+    summary = json.loads((tmp_path / "c" / "coreset.json").read_text())
+    idx = np.load(tmp_path / "c" / "coreset.npy")
+    assert len(idx) == summary["n_kept"] == round(0.5 * summary["n_train"]) and len(set(idx.tolist())) == len(idx)
+    counts = np.load(tmp_path / "c" / "difficulty.npy")
+    assert counts.min() >= 0 and counts.max() <= 2 and len(summary["stamps"]) == 2
+    capsys.readouterr()
+    assert main(["apply", "coreset", runs[0], "--size", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "coreset size must be a fraction in (0, 1]" in err and "Traceback" not in err

@@ -190,6 +190,28 @@ def test_pictures_are_written(tmp_path):
 
 
 @pytest.mark.slow
+def test_picture_with_a_stratum_size_panel(tmp_path):
+    import matplotlib.image
+
+    torch.manual_seed(0)
+    z = torch.randn(60, 4)
+    strata = torch.arange(60) % 4
+    path = embedding_picture(z, strata // 2, strata, tmp_path / "three.png", max_points=None,
+                             stratum_sizes={0: 500, 1: 5, 2: 50, 3: 50})
+    two = embedding_picture(z, strata // 2, strata, tmp_path / "two.png", max_points=None)
+    assert matplotlib.image.imread(path).shape[1] > 1.3 * matplotlib.image.imread(two).shape[1]
+
+
+def test_coloured_pair(tmp_path):
+    from spreadcon.evaluate.plots import coloured_pair
+
+    coords = np.random.default_rng(0).normal(size=(30, 2))
+    path = coloured_pair(coords, np.arange(30) % 2, np.arange(30) % 3, tmp_path / "pair.png", title="t")
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="coords"):
+        coloured_pair(coords[:, :1], np.arange(30), np.arange(30), tmp_path / "bad.png")
+
+
 def test_umap_picture(tmp_path):
     pytest.importorskip("umap")
     z, strata = clusters(4.0 * torch.eye(4, 8), 30, 0.5)

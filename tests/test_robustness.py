@@ -1,4 +1,4 @@
-"""The robustness pipeline (spreadcon.apps.robustness) and `spreadcon apply robustness`."""
+"""The robustness pipeline (spreadcon.apps.robustness) and `spreadcon apply robustness RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from spreadcon.apps.robustness import RobustnessConfig, robustness, table
+from spreadcon.apps.gdro import GroupDRO
+from spreadcon.apps.robustness import robustness
+from spreadcon.apps.strata import StrataRecovery
 
 
 def embedded_spurious(n: int, seed: int, agree: float):
@@ -32,11 +34,12 @@ def splits():
             "test": embedded_spurious(2000, 2, 0.5)}
 
 
-CONFIG = RobustnessConfig(reducer=None, clusterer="kmeans", k_range=(2, 4), normalize=False, eta=0.1, epochs=20)
+SETTINGS = {"recovery": StrataRecovery(reducer=None, clusterer="kmeans", k_range=(2, 4)),
+            "end_model": GroupDRO(eta=0.1, epochs=20), "normalize": False}
 
 
 def test_pipeline_recovers_groups_and_group_dro_on_them_beats_erm(splits):
-    result, rec = robustness(splits, CONFIG)
+    result, rec = robustness(splits, **SETTINGS)
     assert result["n_clusters"] == [2, 2]
     assert result["recovery_train"]["f1"] > 0.95 and result["recovery_train"]["ari"] > 0.9
     m = result["methods"]
@@ -49,72 +52,77 @@ def test_pipeline_recovers_groups_and_group_dro_on_them_beats_erm(splits):
 
 
 def test_pipeline_is_deterministic(splits):
-    a, _ = robustness(splits, CONFIG)
-    b, _ = robustness(splits, CONFIG)
+    a, _ = robustness(splits, **SETTINGS)
+    b, _ = robustness(splits, **SETTINGS)
     assert a == b
 
 
 def test_pipeline_rejects_a_single_class_and_missing_splits(splits):
     one = {s: {k: v[d["label"] == 0] for k, v in d.items()} for s, d in splits.items()}
     with pytest.raises(ValueError, match="single class"):
-        robustness(one, CONFIG)
+        robustness(one, **SETTINGS)
     with pytest.raises(ValueError, match="missing or empty"):
-        robustness({"train": splits["train"], "val": splits["val"]}, CONFIG)
+        robustness({"train": splits["train"], "val": splits["val"]}, **SETTINGS)
     bad = dict(splits, train=dict(splits["train"], group=splits["train"]["group"][:-1]))
     with pytest.raises(ValueError, match="one id per row"):
-        robustness(bad, CONFIG)
+        robustness(bad, **SETTINGS)
 
 
-def test_table_formats_mean_and_std_in_percent():
-    s = lambda m, sd: {"mean": m, "std": sd, "n": 3}  # noqa: E731
-    summary = {"recovery_f1": s(0.5, 0.01), "recovery_ari": s(0.2, 0.0),
-               **{f"{m}_worst_group_accuracy": s(0.7, 0.02) for m in ("erm", "gdro_pseudo", "gdro_true")},
-               "gdro_pseudo_average_accuracy": s(0.9, 0.0)}
-    text = table({"metric": "worst_group_accuracy", "summary": {"spread": summary},
-                  "experiment": {"dataset": "d", "seeds": [0, 1, 2]}})
-    assert "| L_spread | 50.0 ± 1.0 | 20.0 ± 0.0 | 70.0 ± 2.0 | 70.0 ± 2.0 | 70.0 ± 2.0 | - | 90.0 ± 0.0 |" in text
+def test_pipeline_names_bad_embeddings_and_groups_missing_from_test(splits):
+    nan = dict(splits, val=dict(splits["val"], embedding=splits["val"]["embedding"].copy()))
+    nan["val"]["embedding"][5] = np.nan
+    with pytest.raises(ValueError, match="the val embeddings has 1 rows with NaN"):
+        robustness(nan, **SETTINGS)
+    keep = splits["test"]["group"] != 3
+    no_group = dict(splits, test={k: v[keep] for k, v in splits["test"].items()})
+    with pytest.raises(ValueError, match=r"groups \[3\] of the train split have no members in the test split"):
+        robustness(no_group, **SETTINGS)
 
 
-# --- the command: smoke experiment, then the offline mode on one of its runs ----------------
+def test_the_templates_are_cloned_not_fitted(splits):
+    settings = dict(SETTINGS, end_model=GroupDRO(eta=0.1, epochs=2))
+    result, rec = robustness(splits, **settings)
+    assert rec is not settings["recovery"] and not hasattr(settings["recovery"], "classes_")
+    assert not hasattr(settings["end_model"], "linear_")
+    assert result["config"]["end_model"]["eta"] == 0.1 and result["config"]["recovery"]["clusterer"] == "kmeans"
+    assert {"average_accuracy", "group_accuracy", "worst_group_auroc"} <= set(result["methods"]["gdro_true"])
+
+
+# --- the command on a run folder ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def run_dir(tmp_path_factory):
     from spreadcon.cli import main
 
-    out = tmp_path_factory.mktemp("robust")
-    assert main(["apply", "robustness", "--smoke", "--out", str(out)]) == 0
+    out = tmp_path_factory.mktemp("robust") / "run"
+    argv = ["train", "--dataset", "spurious-mnist", "--encoder", "cnn-test", "--epochs", "1", "--no-progress",
+            "--set", "subsample_fraction=0.2", "--set", "tensorboard=false", "--out", str(out)]
+    assert main(argv) == 0
     return out
 
 
-def test_smoke_experiment_writes_results_table_and_pictures(smoke):
-    results = json.loads((smoke / "results.json").read_text())
-    assert set(results["summary"]) == {"ce", "supcon", "spread"}
-    assert len(results["runs"]) == 3
-    for run in results["runs"]:
-        assert 0 <= run["recovery_train"]["f1"] <= 1
-        assert set(run["methods"]) == {"erm", "gdro_pseudo", "gdro_true", "run_head"}
-    text = (smoke / "table.md").read_text()
-    assert text.count("| L_") == 3 and "Group DRO, recovered groups" in text
-    pictures = sorted(p.name for p in (smoke / "pictures").glob("*.png"))
-    assert pictures == sorted(f"{loss}_seed_0_class{c}.png" for loss in ("ce", "supcon", "spread") for c in (0, 1))
-
-
-def test_smoke_experiment_reuses_finished_runs(smoke):
+def test_apply_to_a_run_dir(run_dir, tmp_path):
     from spreadcon.cli import main
 
-    best = smoke / "runs" / "spread-seed0" / "best.pt"
-    before = best.stat().st_mtime_ns
-    assert main(["apply", "robustness", "--smoke", "--losses", "spread", "--out", str(smoke)]) == 0
-    assert best.stat().st_mtime_ns == before
-
-
-def test_apply_to_a_run_dir(smoke, tmp_path):
-    from spreadcon.cli import main
-
-    run_dir = smoke / "runs" / "spread-seed0"
     code = main(["apply", "robustness", str(run_dir), "--reducer", "none", "--clusterer", "kmeans",
-                 "--k-range", "2,3", "--gdro-epochs", "2", "--out", str(tmp_path)])
+                 "--k-range", "2,3", "--gdro-epochs", "2", "--reweight-groups", "--adjustment", "2",
+                 "--out", str(tmp_path)])
     assert code == 0
     result = json.loads((tmp_path / "robustness.json").read_text())
     assert result["run"]["loss"] == "spread" and len(result["n_clusters"]) == 2
     assert all(2 <= k <= 3 for k in result["n_clusters"])
+    assert result["config"]["end_model"]["reweight_groups"] is True and result["config"]["end_model"]["adjustment"] == 2.0
+    assert result["stamp"]["file"] == "best.pt" and len(result["stamp"]["sha256"]) == 64
     assert (tmp_path / "run_class0.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eta", "nan"], "eta (the Group DRO step size) must be finite"),
+    (["--eta", "1e6"], "in (0, 10]"),
+    (["--k-range", "2"], "--k-range takes two integers"),
+])
+def test_apply_bad_options_are_one_line_errors(run_dir, tmp_path, capsys, argv, message):
+    from spreadcon.cli import main
+
+    code = main(["apply", "robustness", str(run_dir), "--reducer", "none", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and err.startswith("spreadcon apply robustness: error:")

@@ -171,3 +171,49 @@ def test_recovers_the_strata_of_the_strata_dataset_rare_ones_included():
     assert rec.n_clusters_.tolist() == [3, 3]
     scores = recovery_scores(s, rec.pseudo_groups_)
     assert scores["ari"] > 0.9 and scores["f1"] > 0.95
+
+
+# --- scikit-learn conventions and GEORGE's options --------------------------------------------
+def test_scikit_learn_conventions():
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    rec = StrataRecovery(reducer=None, k_range=(2, 4), overcluster=True, random_state=5)
+    params = rec.get_params()
+    assert params["k_range"] == (2, 4) and params["overcluster"] is True and params["random_state"] == 5
+    assert clone(rec).get_params() == params
+    with pytest.raises(NotFittedError):
+        rec.predict(np.zeros((2, 8)), np.zeros(2, dtype=int))
+
+
+def test_k_is_searched_separately_in_every_class():
+    X, y, _ = planted(seed=1, sizes=((200, 200, 200, 200), (300, 300)))
+    rec = StrataRecovery(reducer=None, clusterer="kmeans", k_range=(2, 6)).fit(X, y)
+    assert rec.n_clusters_.tolist() == [4, 2]
+    assert set(rec.silhouettes_[0]) == set(rec.silhouettes_[1]) == {2, 3, 4, 5, 6}
+
+
+def test_overclustering_splits_a_cluster_that_hides_a_stratum():
+    """Class 0: three blobs on a triangle, clustered with k fixed at 2, so two blobs share a
+    cluster. Overclustering splits that cluster and keeps its parts (their silhouette rises from
+    about 0.4 to 0.8), while the lone blob's halves are re-merged (theirs would fall)."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 8.66]])
+    X0 = np.concatenate([c + rng.normal(size=(150, 2)) for c in centres])
+    X1 = rng.normal(size=(200, 2)) + [0.0, 60.0]
+    X, y = np.concatenate([X0, X1]), np.repeat([0, 1], [450, 200])
+    s = np.repeat([0, 1, 2, 3], [150, 150, 150, 200])
+    plain = StrataRecovery(reducer=None, clusterer="kmeans", k_range=(2, 2)).fit(X, y)
+    over = StrataRecovery(reducer=None, clusterer="kmeans", k_range=(2, 2), overcluster=True,
+                          overcluster_factor=2, overcluster_min_size=25).fit(X, y)
+    assert plain.n_clusters_.tolist() == [2, 2]
+    assert over.n_clusters_[0] == 3
+    assert recovery_scores(s[y == 0], over.pseudo_groups_[y == 0])["ari"] > 0.9
+    assert np.array_equal(over.predict(X, y), over.pseudo_groups_)
+
+
+def test_infinite_embeddings_are_refused_with_their_row_count():
+    X, y, _ = planted()
+    X[[3, 7], 0] = np.inf
+    with pytest.raises(ValueError, match="2 rows with NaN or inf"):
+        StrataRecovery(reducer=None).fit(X, y)

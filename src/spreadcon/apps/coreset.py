@@ -15,20 +15,30 @@ a seeded random permutation; the same seed gives nested coresets across sizes.
 
 Baselines: `random_coreset` (class-balanced) and `top_score_coreset` (keep the highest scores:
 forgetting counts, EL2N, GraNd from `spreadcon.apps.coreset_scores`). `save_indices` writes the
-selection as .npy and .csv so a coreset can be reused outside spreadcon.
+selection as .npy and .csv so a coreset can be reused outside spreadcon. `CoresetSelector` is the
+three selections as a scikit-learn estimator, and `apply_to_run` selects from trained run folders
+(`spreadcon apply coreset RUN_DIR...`). The Figure 5 (right) experiment is
+`spreadcon reproduce fig5-coreset`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 __all__ = [
     "difficulty_counts", "class_quotas", "strata_coreset", "bucket_keep_counts",
-    "random_coreset", "top_score_coreset", "save_indices", "coreset_size",
+    "random_coreset", "top_score_coreset", "save_indices", "coreset_size", "CoresetSelector",
+    "apply_to_run",
 ]
+
+SELECTIONS = ("strata", "random", "top_score")
 
 
 def _labels(labels: Any) -> np.ndarray:
@@ -177,3 +187,99 @@ def save_indices(indices: Any, path: str | Path) -> tuple[Path, Path]:
     np.save(npy, idx)
     np.savetxt(csv, idx, fmt="%d", header="index", comments="")
     return npy, csv
+
+
+class CoresetSelector(BaseEstimator):
+    """The coreset selections as a scikit-learn estimator.
+
+    CoresetSelector(size, method=..., random_state=0).fit(scores [N], y [N]) sets `indices_`
+    (sorted kept rows) and `mask_` [N] bool. method "strata": scores are difficulty counts
+    (`strata_coreset`); "top_score": keep the highest scores per class (`top_score_coreset`);
+    "random": a class-balanced random coreset (scores ignored, may be None).
+    """
+
+    def __init__(self, size: float = 0.5, *, method: str = "strata", random_state: int = 0) -> None:
+        self.size = size
+        self.method = method
+        self.random_state = random_state
+
+    def fit(self, scores: Any, y: Any) -> "CoresetSelector":
+        if self.method not in SELECTIONS:
+            raise ValueError(f"method must be one of {SELECTIONS}, got {self.method!r}")
+        y = _labels(y)
+        coreset_size(self.size, len(y))  # checks the size before any work
+        if self.method != "random":
+            s = np.asarray(scores, dtype=np.float64)
+            if s.shape != y.shape or not np.isfinite(s).all():
+                raise ValueError(f"scores must be finite, one per label: got shape {s.shape} for {y.shape} labels"
+                                 + ("" if s.shape != y.shape else f", {int((~np.isfinite(s)).sum())} not finite"))
+        if self.method == "strata":
+            self.indices_ = strata_coreset(scores, y, self.size, seed=self.random_state)
+        elif self.method == "top_score":
+            self.indices_ = top_score_coreset(scores, self.size, labels=y, seed=self.random_state)
+        else:
+            self.indices_ = random_coreset(y, self.size, seed=self.random_state)
+        self.mask_ = np.zeros(len(y), dtype=bool)
+        self.mask_[self.indices_] = True
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The kept rows of X [N, ...]."""
+        check_is_fitted(self, "indices_")
+        return np.asarray(X)[self.indices_]
+
+
+def _correct_and_logits(run_dirs: Sequence[str | Path], checkpoint: str):
+    """(reference train split, correct [R, N] bool, logits [R, N, K]): every run's model
+    classifies the training points of the first run's dataset, in eval mode."""
+    import torch
+
+    from spreadcon.runs import load_run, predict
+
+    ref = load_run(run_dirs[0], checkpoint=checkpoint)
+    train = ref.embeddings("train")
+    x = ref.dataset.x[torch.as_tensor(train["index"])]
+    correct, logits = [], []
+    for run_dir in run_dirs:
+        run = ref if run_dir == run_dirs[0] else load_run(run_dir, checkpoint=checkpoint)
+        if run.config.dataset != ref.config.dataset:
+            raise ValueError(f"{run_dir} was trained on {run.config.dataset!r} but {run_dirs[0]} on "
+                             f"{ref.config.dataset!r}; difficulty needs runs of one dataset")
+        _, lg = predict(run.model, ref.views().prepare, x, run.config.eval_batch_size, torch.device("cpu"))
+        logits.append(lg.numpy())
+        correct.append(lg.argmax(1).numpy() == train["label"])
+    return train, np.stack(correct), np.stack(logits)
+
+
+def apply_to_run(run_dirs: str | Path | Sequence[str | Path], *, selector: CoresetSelector | None = None,
+                 score: str = "difficulty", checkpoint: str = "last", out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Select a coreset of the first run's training points from one or more trained runs.
+
+    score "difficulty": how many of the runs' models classify each point correctly (the paper's
+    counts, for selector method "strata"); "el2n": EL2N of the runs' logits, averaged (for
+    "top_score"). Writes OUT/coreset.npy, coreset.csv (rows of the dataset as trained) and
+    OUT/coreset.json; OUT defaults to FIRST_RUN/coreset. checkpoint "last": the final model, as
+    the paper's difficulty uses."""
+    from sklearn.base import clone
+
+    from spreadcon.apps.coreset_scores import el2n_scores
+    from spreadcon.evaluate.stamp import checkpoint_stamp
+
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
+    if score not in ("difficulty", "el2n"):
+        raise ValueError(f"score must be 'difficulty' or 'el2n', got {score!r}")
+    selector = clone(selector if selector is not None else CoresetSelector())
+    train, correct, logits = _correct_and_logits(run_dirs, checkpoint)
+    scores = difficulty_counts(correct) if score == "difficulty" else el2n_scores(logits, train["label"])
+    selector.fit(scores, train["label"])
+    rows = np.asarray(train["index"])[selector.indices_]
+    out = Path(out_dir) if out_dir is not None else Path(run_dirs[0]) / "coreset"
+    npy, csv = save_indices(rows, out / "coreset")
+    np.save(out / f"{score}.npy", scores)
+    summary = {"runs": [str(r) for r in run_dirs], "score": score, "selector": selector.get_params(),
+               "n_train": int(len(train["label"])), "n_kept": int(len(rows)), "checkpoint": checkpoint,
+               "indices": [str(npy), str(csv)], "stamps": [checkpoint_stamp(r, checkpoint) for r in run_dirs]}
+    (out / "coreset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -14,6 +14,7 @@ its default stratum_sep=1.5, k = 2 wins in classes of three strata; at stratum_s
     rec = StrataRecovery(reducer=None, clusterer="kmeans").fit(X, y)   # X [N, D], y [N]
     rec.pseudo_groups_                         # [N] global pseudo-group ids, 0..n_groups_-1
     rec.predict(X_val, y_val)                  # [M] pseudo-groups of new points (class known)
+    StrataRecovery(overcluster=True)           # GEORGE's overclustering: split clusters where it helps
     recovery_scores(stratum, rec.pseudo_groups_)   # best-match precision/recall/F1, ARI, AMI
 
 Works on numpy arrays (or anything `np.asarray` accepts); no torch needed.
@@ -24,9 +25,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, silhouette_samples
 from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 REDUCERS = ("umap", None)
@@ -65,7 +68,30 @@ def mean_cluster_silhouette(X: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([s[labels == c].mean() for c in present]))
 
 
-class StrataRecovery:
+class ClassClustering:
+    """The fitted clustering of one class: a base clusterer, and with overclustering the
+    sub-clusterers of its clusters and the map from (cluster, sub-cluster) to the final ids.
+
+    `predict(Z)` gives ids 0..n_clusters-1 within the class for reduced points Z [n, d]."""
+
+    def __init__(self, base: Any, k: int) -> None:
+        self.base, self.n_clusters = base, k
+        self.subs: dict[int, Any] = {}            # base cluster -> sub-clusterer
+        self.label_map: dict[tuple[int, int], int] | None = None
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        labels = self.base.predict(Z)
+        if self.label_map is None:
+            return labels
+        out = np.empty(len(Z), dtype=np.int64)
+        for i in np.unique(labels):
+            rows = labels == i
+            sub = self.subs[i].predict(Z[rows]) if i in self.subs else np.zeros(rows.sum(), dtype=np.int64)
+            out[rows] = [self.label_map[(int(i), int(j))] for j in sub]
+        return out
+
+
+class StrataRecovery(BaseEstimator):
     """Per-class UMAP + silhouette-selected clustering, after GEORGE (Sohoni et al. 2020).
 
     Parameters
@@ -73,27 +99,33 @@ class StrataRecovery:
     reducer : "umap" or None. UMAP settings follow GEORGE: `n_components`, `n_neighbors`,
         `min_dist`. With None the clusterer sees the embeddings as they are.
     clusterer : "gmm" (Gaussian mixture, full covariance; GEORGE's default) or "kmeans".
-    k_range : (k_min, k_max), inclusive. k_min == k_max fixes k (no search); otherwise
-        2 <= k_min and k is chosen per class by `mean_cluster_silhouette`.
+    k_range : (k_min, k_max), inclusive, searched separately in every class (GEORGE's per-class
+        search). k_min == k_max fixes k (no search); otherwise 2 <= k_min and each class keeps
+        the k with the best `mean_cluster_silhouette`.
+    overcluster : GEORGE's overclustering. Each chosen cluster is split into `overcluster_factor`
+        sub-clusters; a sub-cluster is kept as a group of its own when its points' mean
+        silhouette after the split exceeds both their mean before it and `overcluster_threshold`,
+        and it holds at least max(`overcluster_min_fraction` * n_class, `overcluster_min_size`)
+        points; the points of the sub-clusters not kept stay together as their cluster.
     n_init : restarts of the clusterer for each k.
     max_silhouette_points : the silhouette (O(n^2)) is scored on a seeded subsample of at most
         this many points of the class; the clustering itself uses every point.
-    n_threads : BLAS/OpenMP threads while fitting (threadpoolctl); None keeps the libraries'
-        default. 1 by default: these fits are small, and on a loaded machine spinning OpenMP
-        threads make scikit-learn's k-means and mixtures tens of times slower.
+    n_threads : BLAS/OpenMP threads while fitting (threadpoolctl; not torch's threads); None keeps
+        the libraries' default. 1 by default: these fits are small, and on a loaded machine
+        spinning OpenMP threads make scikit-learn's k-means and mixtures tens of times slower.
     random_state : seeds UMAP, the clusterer and the subsample. Same seed, same result.
 
     Attributes after `fit(X, y)`
     ----------------------------
     classes_ : [C] the class ids, sorted.
-    n_clusters_ : [C] the k chosen for each class.
+    n_clusters_ : [C] the number of groups of each class (after overclustering).
     silhouettes_ : list of C dicts {k: score} (empty when k is fixed).
     group_offsets_ : [C] first pseudo-group id of each class; class c owns
         group_offsets_[c] .. group_offsets_[c] + n_clusters_[c] - 1.
     group_class_ : [G] the class of each pseudo-group.  n_groups_ : G.
     pseudo_groups_ : [N] the pseudo-group of each training point.
     embedding_ : [N, n_components] the reduced coordinates (X itself without a reducer).
-    reducers_, clusterers_ : the fitted per-class models.
+    reducers_, clusterings_ : the fitted per-class models (`ClassClustering`).
     """
 
     def __init__(
@@ -104,6 +136,12 @@ class StrataRecovery:
         min_dist: float = 0.0,
         clusterer: str = "gmm",
         k_range: tuple[int, int] = (2, 10),
+        *,
+        overcluster: bool = False,
+        overcluster_factor: int = 5,
+        overcluster_threshold: float = 0.0,
+        overcluster_min_fraction: float = 0.005,
+        overcluster_min_size: int = 25,
         n_init: int = 3,
         max_silhouette_points: int = 5000,
         n_threads: int | None = 1,
@@ -115,6 +153,11 @@ class StrataRecovery:
         self.min_dist = min_dist
         self.clusterer = clusterer
         self.k_range = k_range
+        self.overcluster = overcluster
+        self.overcluster_factor = overcluster_factor
+        self.overcluster_threshold = overcluster_threshold
+        self.overcluster_min_fraction = overcluster_min_fraction
+        self.overcluster_min_size = overcluster_min_size
         self.n_init = n_init
         self.max_silhouette_points = max_silhouette_points
         self.n_threads = n_threads
@@ -132,6 +175,8 @@ class StrataRecovery:
         if k_min < 2 and k_max > k_min:
             raise ValueError("the silhouette is undefined for one cluster: search k_range from 2, "
                              "or fix k with k_range=(1, 1)")
+        if self.overcluster and int(self.overcluster_factor) < 2:
+            raise ValueError(f"overcluster_factor must be >= 2, got {self.overcluster_factor}")
         return k_min, k_max
 
     def _new_clusterer(self, k: int) -> GaussianMixture | KMeans:
@@ -150,32 +195,66 @@ class StrataRecovery:
                          min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
 
     # --- fitting -------------------------------------------------------------------------
-    def _fit_class(self, Z: np.ndarray, k_min: int, k_max: int) -> tuple[Any, int, dict[int, float]]:
-        """The best clusterer for one class's reduced points Z [n, d], its k, and the scores."""
-        if k_min == k_max:
-            return self._new_clusterer(k_min).fit(Z), k_min, {}
+    def _subsample(self, n: int) -> np.ndarray:
+        if n <= self.max_silhouette_points:
+            return np.arange(n)
         rng = np.random.default_rng(self.random_state)
-        sub = np.arange(len(Z))
-        if len(Z) > self.max_silhouette_points:
-            sub = np.sort(rng.choice(len(Z), self.max_silhouette_points, replace=False))
-        best, best_k, scores = None, k_min, {}
-        for k in range(k_min, k_max + 1):
-            model = self._new_clusterer(k).fit(Z)
-            scores[k] = mean_cluster_silhouette(Z[sub], model.predict(Z[sub]))
-            if best is None or scores[k] > scores[best_k]:  # ties keep the smaller k
-                best, best_k = model, k
-        return best, best_k, scores
+        return np.sort(rng.choice(n, self.max_silhouette_points, replace=False))
+
+    def _fit_class(self, Z: np.ndarray, k_min: int, k_max: int) -> tuple[ClassClustering, dict[int, float]]:
+        """The best clustering of one class's reduced points Z [n, d], and the silhouette per k."""
+        if k_min == k_max:
+            best, scores = self._new_clusterer(k_min).fit(Z), {}
+        else:
+            sub = self._subsample(len(Z))
+            best, best_k, scores = None, k_min, {}
+            for k in range(k_min, k_max + 1):
+                model = self._new_clusterer(k).fit(Z)
+                scores[k] = mean_cluster_silhouette(Z[sub], model.predict(Z[sub]))
+                if best is None or scores[k] > scores[best_k]:  # ties keep the smaller k
+                    best, best_k = model, k
+        k = best.n_components if self.clusterer == "gmm" else best.n_clusters
+        clustering = ClassClustering(best, int(k))
+        if self.overcluster:
+            self._overcluster(clustering, Z)
+        return clustering, scores
+
+    def _overcluster(self, clustering: ClassClustering, Z: np.ndarray) -> None:
+        """GEORGE's overclustering of one class (see the class docstring), in place."""
+        factor = int(self.overcluster_factor)
+        base = clustering.base.predict(Z)
+        fine = base * factor
+        for i in np.unique(base):
+            rows = base == i
+            if rows.sum() > factor:  # too few points to split: the cluster stays whole
+                clustering.subs[int(i)] = self._new_clusterer(factor).fit(Z[rows])
+                fine[rows] += clustering.subs[int(i)].predict(Z[rows])
+        sub = self._subsample(len(Z))
+        before = silhouette_samples(Z[sub], base[sub]) if len(np.unique(base[sub])) > 1 else np.zeros(len(sub))
+        after = silhouette_samples(Z[sub], fine[sub]) if len(np.unique(fine[sub])) > 1 else np.zeros(len(sub))
+        min_size = max(self.overcluster_min_fraction * len(Z), self.overcluster_min_size)
+        keep = {int(f) for f in np.unique(fine[sub])
+                if after[fine[sub] == f].mean() > max(before[fine[sub] == f].mean(), self.overcluster_threshold)
+                and (fine == f).sum() >= min_size}
+        label_map, next_id = {}, 0
+        for i in range(clustering.n_clusters):
+            members = [j for j in range(factor) if i * factor + j in keep]
+            rest_id = None
+            if len(members) < factor:  # the sub-clusters not kept stay together
+                rest_id, next_id = next_id, next_id + 1
+            for j in range(factor):
+                if j in members:
+                    label_map[(i, j)], next_id = next_id, next_id + 1
+                else:
+                    label_map[(i, j)] = rest_id
+        clustering.label_map, clustering.n_clusters = label_map, next_id
 
     def fit(self, X: Any, y: Any) -> "StrataRecovery":
         """Cluster each class of X [N, D] (labels y [N]) into pseudo-strata."""
         with threadpool_limits(self.n_threads):
             return self._fit(X, y)
 
-    def _fit(self, X: Any, y: Any) -> "StrataRecovery":
-        k_min, k_max = self._check_params()
-        X = check_embeddings(X)
-        y = check_labels(y, len(X), "y")
-        self.classes_ = np.unique(y)
+    def _check_class_sizes(self, y: np.ndarray, k_max: int) -> None:
         for c in self.classes_:
             n_c = int((y == c).sum())
             if n_c <= k_max:
@@ -184,23 +263,30 @@ class StrataRecovery:
             if self.reducer == "umap" and n_c <= self.n_neighbors:
                 raise ValueError(f"class {c} has {n_c} points, too few for UMAP with "
                                  f"n_neighbors={self.n_neighbors}; lower it or use reducer=None")
+
+    def _fit(self, X: Any, y: Any) -> "StrataRecovery":
+        k_min, k_max = self._check_params()
+        X = check_embeddings(X)
+        y = check_labels(y, len(X), "y")
+        self.classes_ = np.unique(y)
+        self._check_class_sizes(y, k_max)
         dim = self.n_components if self.reducer == "umap" else X.shape[1]
         self.embedding_ = np.zeros((len(X), dim))
         self.pseudo_groups_ = np.zeros(len(X), dtype=np.int64)
-        self.reducers_, self.clusterers_, self.silhouettes_ = [], [], []
+        self.reducers_, self.clusterings_, self.silhouettes_ = [], [], []
         n_clusters, offset = [], 0
         for c in self.classes_:
             rows = y == c
             reducer = self._new_reducer().fit(X[rows]) if self.reducer == "umap" else None
             Z = reducer.embedding_ if reducer is not None else X[rows]
-            model, k, scores = self._fit_class(Z, k_min, k_max)
+            clustering, scores = self._fit_class(Z, k_min, k_max)
             self.reducers_.append(reducer)
-            self.clusterers_.append(model)
+            self.clusterings_.append(clustering)
             self.silhouettes_.append(scores)
             self.embedding_[rows] = Z
-            self.pseudo_groups_[rows] = offset + model.predict(Z)
-            n_clusters.append(k)
-            offset += k
+            self.pseudo_groups_[rows] = offset + clustering.predict(Z)
+            n_clusters.append(clustering.n_clusters)
+            offset += clustering.n_clusters
         self.n_clusters_ = np.array(n_clusters)
         self.group_offsets_ = np.concatenate([[0], np.cumsum(self.n_clusters_)[:-1]])
         self.group_class_ = np.repeat(self.classes_, self.n_clusters_)
@@ -212,8 +298,7 @@ class StrataRecovery:
 
     # --- new points ----------------------------------------------------------------------
     def _check_fitted(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(self, "classes_"):
-            raise ValueError("this StrataRecovery is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, "classes_")
         X = check_embeddings(X)
         y = check_labels(y, len(X), "y")
         unknown = np.setdiff1d(np.unique(y), self.classes_)
@@ -237,13 +322,12 @@ class StrataRecovery:
         """Pseudo-groups [M] of new points X [M, D] whose classes y [M] are known."""
         with threadpool_limits(self.n_threads):
             Z = self.transform(X, y)
-        y = np.asarray(y)
-        out = np.zeros(len(Z), dtype=np.int64)
-        with threadpool_limits(self.n_threads):
+            y = np.asarray(y)
+            out = np.zeros(len(Z), dtype=np.int64)
             for i, c in enumerate(self.classes_):
                 rows = y == c
                 if rows.any():
-                    out[rows] = self.group_offsets_[i] + self.clusterers_[i].predict(Z[rows])
+                    out[rows] = self.group_offsets_[i] + self.clusterings_[i].predict(Z[rows])
         return out
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 from spreadcon.config import TrainConfig
+from spreadcon.errors import UserError
 
 DEFAULTS = TrainConfig()
 
@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint; the config is read "
                              "from the run, and options that differ from it are refused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out (its checkpoints, metrics, embeddings and derived "
+                             "outputs) instead of refusing to write into an existing run folder")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="no progress bar")
     parser.set_defaults(func=run)
@@ -68,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults (or --config, or the run's saved config when resuming), then options, then --set."""
+    from spreadcon.commands._args import read_config
     from spreadcon.config import apply_overrides
 
     explicit = {key: getattr(args, key) for key, *_ in OPTIONS.values() if hasattr(args, key)}
@@ -76,30 +80,36 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             explicit[key] = getattr(args, key)
     base = TrainConfig()
     if args.config is not None:
-        base = TrainConfig.from_json(args.config.read_text())
+        base = read_config(args.config)
     elif args.resume:
         saved = Path(explicit.get("out_dir", DEFAULTS.out_dir)) / "config.json"
         if saved.exists():
-            base = TrainConfig.from_json(saved.read_text())
+            base = read_config(saved)
     data = {**base.to_dict(), **explicit}
     return apply_overrides(TrainConfig.from_dict(data), list(args.overrides))
 
 
+def train_options(args: argparse.Namespace, train) -> dict[str, bool]:
+    """The keywords of `train()` for --resume / --overwrite; --overwrite needs a train() that has it."""
+    import inspect
+
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    options = {"resume": args.resume}
+    if args.overwrite:
+        if "overwrite" not in inspect.signature(train).parameters:
+            raise UserError("this spreadcon's train() cannot overwrite a run yet; delete the run folder "
+                            "or choose another --out")
+        options["overwrite"] = True
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
+    """User errors (ValueError, OSError) go to `spreadcon.cli.main`'s one-line handler."""
     from spreadcon.train import train
 
-    try:
-        config = config_from_args(args)
-        run_dir = train(config, resume=args.resume)
-    except ValueError as err:
-        print(f"spreadcon train: error: {err}", file=sys.stderr)
-        return 2
-    except FloatingPointError as err:
-        print(f"spreadcon train: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as err:
-        print(f"\nspreadcon train: {err or 'interrupted'}", file=sys.stderr)
-        return 130
+    config = config_from_args(args)
+    run_dir = train(config, **train_options(args, train))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 reports
         print(f"run folder: {run_dir}")
     return 0

@@ -3,6 +3,7 @@
     coords, idx = project(z, method="tsne", max_points=2000, seed=0)     # [M, 2], rows of z used
     embedding_picture(z, labels, strata, "fig2.png")                      # by class | by stratum
     strata_size_scatter(z, labels, strata, "fig3.png")                    # by stratum size
+    coloured_pair(coords, groups, clusters, "class0.png")                 # one class: truth | recovery
 
 t-SNE comes from scikit-learn; UMAP needs umap-learn (`pip install spreadcon[viz]`). Both are
 seeded, and at most `max_points` points (a seeded random subset) are projected.
@@ -97,17 +98,29 @@ def _scatter_by(ax, coords: np.ndarray, values: np.ndarray, names: Sequence[str]
 
 def embedding_picture(z: Tensor, labels: Tensor, strata: Tensor, path: str | Path, *, method: str = "tsne",
                       max_points: int | None = 2000, seed: int = 0, class_names: Sequence[str] | None = None,
-                      stratum_names: Sequence[str] | None = None, title: str | None = None) -> Path:
-    """Figure 2: a 2-D projection of z [N, D] coloured by class (left) and by stratum (right).
-    Writes a PNG to `path` and returns it."""
+                      stratum_names: Sequence[str] | None = None, title: str | None = None,
+                      stratum_sizes: dict[int, int] | None = None) -> Path:
+    """Figure 2: a 2-D projection of z [N, D] coloured by class (left) and by stratum (right);
+    with `stratum_sizes` ({stratum: training points}) a third panel colours each point by the
+    size of its stratum (log scale), as in Figure 3. Writes a PNG to `path` and returns it.
+    The project's one t-SNE figure: experiments draw theirs through this function."""
     if not labels.shape == strata.shape == (z.shape[0],):
         raise ValueError(f"labels and strata must be [N={z.shape[0]}], got {list(labels.shape)}, {list(strata.shape)}")
     coords, idx = project(z, method=method, max_points=max_points, seed=seed)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    panels = 3 if stratum_sizes else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5), constrained_layout=True)
     y, s = labels.cpu().numpy()[idx], strata.cpu().numpy()[idx]
     _scatter_by(axes[0], coords, y, class_names, "coloured by class")
     _scatter_by(axes[1], coords, s, stratum_names, "coloured by stratum (shades of its class)", parent=y)
+    if stratum_sizes:
+        from matplotlib.colors import LogNorm
+
+        sizes = np.array([max(1, stratum_sizes.get(int(v), 1)) for v in s], dtype=float)
+        norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() + 1))
+        points = axes[2].scatter(coords[:, 0], coords[:, 1], c=sizes, s=4, cmap="viridis", norm=norm)
+        fig.colorbar(points, ax=axes[2], label="training points in the point's stratum")
+        axes[2].set(title="coloured by stratum size", xticks=[], yticks=[])
     fig.suptitle(title or f"{method.upper()} of {len(idx)} embeddings")
     return _save(fig, path)
 
@@ -154,6 +167,22 @@ def strata_size_scatter(z: Tensor, labels: Tensor, strata: Tensor, path: str | P
     ax.set_ylabel("mean distance to the other strata centres of its class")
     ax.set_title("strata centre distance vs size")
     fig.suptitle(title or "stratum size")
+    return _save(fig, path)
+
+
+def coloured_pair(coords: np.ndarray, left: np.ndarray, right: np.ndarray, path: str | Path, *,
+                  titles: tuple[str, str] = ("true group", "recovered cluster"), title: str | None = None) -> Path:
+    """Two panels of the same 2-D points coords [M, 2], coloured by `left` [M] and by `right` [M]
+    (e.g. true groups and recovered clusters of one class). Writes a PNG and returns its path."""
+    coords, left, right = np.asarray(coords), np.asarray(left), np.asarray(right)
+    if coords.ndim != 2 or coords.shape[1] != 2 or not left.shape == right.shape == (len(coords),):
+        raise ValueError(f"coloured_pair needs coords [M, 2] and two [M] colourings, got "
+                         f"{coords.shape}, {left.shape}, {right.shape}")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
+    for ax, values, name in zip(axes, (left, right), titles):
+        _scatter_by(ax, coords, values.astype(np.int64), None, name)
+    fig.suptitle(title or "")
     return _save(fig, path)
 
 
