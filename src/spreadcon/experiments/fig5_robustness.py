@@ -59,7 +59,8 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
         protocol = "ce" if loss == "ce" else cfg["presets"][ds].get("protocol", "joint")
         train = common.merge(cfg["train"], cfg["presets"][ds], {"dataset": ds, "protocol": protocol},
                              {"loss": loss} if loss != "ce" else None)
-        # the same name and params as fig4's grid: its L_SC and L_spread runs are shared where the configs agree
+        # named as in fig4's grid: a run is shared with fig4 only when its TrainConfig is identical (at
+        # small scale it is not: 6 epochs here, 8 there)
         specs += [common.train_spec(f"{ds}/{loss}", train, seed, {"dataset": ds, "loss": loss}) for seed in seeds]
     return specs
 
