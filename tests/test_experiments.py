@@ -14,7 +14,9 @@ import pytest
 
 from spreadcon.cli import main
 from spreadcon.experiments import common, registry
-from spreadcon.experiments.runner import Context, Experiment, RunSpec, run_experiment, run_one
+from spreadcon.experiments.runner import (
+    Context, Experiment, RunNotFinished, RunSpec, run_experiment, run_one, train_run,
+)
 from spreadcon.experiments.table import markdown, mean_std, summarise
 
 EXPERIMENTS = registry.experiments()
@@ -51,15 +53,14 @@ def test_markdown_groups_seeds_and_puts_paper_beside():
 
 
 # --- runner ---------------------------------------------------------------------------------
-def _counting_experiment(calls: list, fail_on: set | None = None) -> Experiment:
-    """An experiment without training: execute records its calls and can fail once."""
-    def execute(spec, run_dir, ctx):
+def _counting_experiment(calls: list, unfinished: set | None = None) -> Experiment:
+    """An experiment without training: execute records its calls; the seeds in `unfinished` have
+    no finished run (RunNotFinished when the runner may not train)."""
+    def execute(spec, ctx):
+        if unfinished and spec.seed in unfinished and not ctx.train:
+            raise RunNotFinished(spec.key)
         calls.append((spec.key, spec.evals))
-        (run_dir / "partial.txt").write_text("started")
-        if fail_on and spec.seed in fail_on:
-            fail_on.discard(spec.seed)
-            raise RuntimeError("interrupted")
-        return {f"m_{e}": spec.params["x"] * 10 + spec.seed for e in spec.evals}
+        return {"m_a": spec.params["x"] * 10 + spec.seed}
 
     def report(rows, cfg, out):
         (out / "figure.png").write_bytes(b"png")
@@ -67,10 +68,10 @@ def _counting_experiment(calls: list, fail_on: set | None = None) -> Experiment:
 
     return Experiment(
         name="toy", summary="toy", cpu_minutes=0, module=__name__,
-        config=lambda scale: {"seeds": 2, "xs": [1, 2], "evals": ("a",)},
+        config=lambda scale: {"seeds": 2, "xs": [1, 2]},
         smoke=lambda cfg: {**cfg, "xs": [1]},
-        plan=lambda cfg, seeds, rows: [RunSpec(f"x{x}", {"x": x}, s, {"name": f"x{x}", "kind": "k"},
-                                               evals=tuple(cfg["evals"])) for x in cfg["xs"] for s in seeds],
+        plan=lambda cfg, seeds, rows: [RunSpec(f"x{x}", {"x": x}, s, {"name": f"x{x}", "kind": "k"})
+                                       for x in cfg["xs"] for s in seeds],
         execute=execute, report=report,
     )
 
@@ -84,68 +85,43 @@ def test_runspec_key_is_stable_and_depends_on_params_and_seed():
     assert RunSpec("fig/x", {"x": 1, "y": [1, 2]}, 1).key != a.key
 
 
-def test_runner_skips_finished_runs_and_writes_outputs(tmp_path):
+def test_runner_writes_rows_tables_and_figures(tmp_path):
     calls: list = []
     exp = _counting_experiment(calls)
     out_dir = run_experiment(exp, out=tmp_path, verbose=False)
     assert len(calls) == 4 and out_dir == tmp_path / "toy"
     result = json.loads((out_dir / "results.json").read_text())
     assert sorted(r["m_a"] for r in result["rows"]) == [10, 11, 20, 21]
+    assert result["runs_planned"] == result["runs_finished"] == 4
     assert (out_dir / "table.md").read_text().count("|") > 0 and (out_dir / "figure.png").exists()
     assert "10.5 ± 0.7" in (out_dir / "table.md").read_text()  # x1 over seeds 0, 1: mean 10.5, std 0.71
-    for row in result["rows"]:
-        assert json.loads((tmp_path / "runs" / row["run"] / "result.json").read_text())["m_a"] == row["m_a"]
-    run_experiment(exp, out=tmp_path, verbose=False)
-    assert len(calls) == 4  # everything finished: nothing re-run
-    run_experiment(exp, out=tmp_path, seeds=3, verbose=False)
-    assert len(calls) == 6  # only the new seed's runs
+    assert not (tmp_path / "runs").exists()  # the runner keeps no run markers of its own
+    run_experiment(exp, out=tmp_path, seeds=[5], verbose=False)
+    assert [k for k, _ in calls[4:]] == [RunSpec("x1", {"x": 1}, 5).key, RunSpec("x2", {"x": 2}, 5).key]
 
 
-def test_runner_resumes_interrupted_runs(tmp_path):
+def test_report_only_writes_partial_tables_without_training(tmp_path):
     calls: list = []
-    exp = _counting_experiment(calls, fail_on={1})
-    with pytest.raises(RuntimeError):
-        run_experiment(exp, out=tmp_path, verbose=False)
-    interrupted = [k for k, _ in calls if "-s1-" in k][0]
-    assert (tmp_path / "runs" / interrupted / "partial.txt").exists()
-    assert not (tmp_path / "runs" / interrupted / "result.json").exists()
-    run_experiment(exp, out=tmp_path, verbose=False)
-    keys = [k for k, _ in calls]
-    assert keys.count(interrupted) == 2  # called again on the same folder
-    assert sum(keys.count(k) for k in set(keys) if k != interrupted) == len(set(keys)) - 1  # others once
-
-
-def test_runner_evaluates_finished_run_again_only_for_new_evaluations(tmp_path):
-    calls: list = []
-    exp = _counting_experiment(calls)
-    run_experiment(exp, out=tmp_path, seeds=1, verbose=False)
-    wider = Experiment(**{**exp.__dict__, "config": lambda scale: {"seeds": 1, "xs": [1, 2], "evals": ("a", "b")}})
-    run_experiment(wider, out=tmp_path, verbose=False)
-    assert [e for _, e in calls] == [("a",), ("a",), ("a", "b"), ("a", "b")]
-    row = json.loads(next((tmp_path / "runs").glob("x1-*/result.json")).read_text())
-    assert row["evals"] == ["a", "b"] and row["m_b"] == 10
-    run_experiment(exp, out=tmp_path, seeds=1, verbose=False)
-    assert len(calls) == 4
-
-
-def test_report_only_writes_partial_tables_without_running(tmp_path):
-    calls: list = []
-    exp = _counting_experiment(calls, fail_on={1})
-    with pytest.raises(RuntimeError):
-        run_experiment(exp, out=tmp_path, verbose=False)
-    n = len(calls)
+    exp = _counting_experiment(calls, unfinished={1})
     out = run_experiment(exp, out=tmp_path, report_only=True, verbose=False)
-    assert len(calls) == n  # nothing ran
+    assert len(calls) == 2  # only the finished seed-0 rows
     result = json.loads((out / "results.json").read_text())
-    assert result["runs_finished"] == 1 and result["runs_planned"] == 4
-    assert "**Partial: 1 of the 4 runs" in (out / "table.md").read_text()
+    assert result["runs_finished"] == 2 and result["runs_planned"] == 4
+    assert "**Partial: 2 of the 4 runs" in (out / "table.md").read_text()
     with pytest.raises(ValueError, match="no finished run"):
-        run_experiment(exp, out=tmp_path / "empty", report_only=True, verbose=False)
+        run_experiment(_counting_experiment([], unfinished={0, 1}), out=tmp_path / "empty", report_only=True,
+                       verbose=False)
 
 
-def test_smoke_output_goes_to_its_own_folder(tmp_path):
+def test_overrides_merge_into_the_config_and_smoke_goes_to_its_own_folder(tmp_path):
+    from spreadcon.experiments.runner import resolve_config
+
+    cfg = resolve_config(EXPERIMENTS["fig4-transfer"], "small", False, overrides={"train": {"epochs": 3}})
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["encoder"] == "cnn"  # merged, not replaced
     exp = _counting_experiment([])
     assert run_experiment(exp, out=tmp_path, smoke=True, seeds=1, verbose=False) == tmp_path / "toy-smoke"
+    assert run_experiment(exp, out=tmp_path, exp_dir=tmp_path / "here", verbose=False) == tmp_path / "here"
+    assert (tmp_path / "here" / "results.json").exists()
 
 
 def test_winner_claims_name_the_numbers_and_the_noise():
@@ -187,7 +163,7 @@ def test_index_lists_results_and_claims(tmp_path):
 def test_registry_names_every_paper_result():
     assert set(EXPERIMENTS) == {
         "fig2", "fig3", "fig4-end-model", "fig4-transfer", "fig5-robustness", "fig5-noise", "fig5-coreset",
-        "table2-attract", "fig6-sample-complexity", "fig7-noise-grid", "sweep", "theory"}
+        "table2-attract", "fig6-sample-complexity", "fig7-noise-grid", "sweep", "theory", "demo", "demo-alpha"}
     for exp in EXPERIMENTS.values():
         doc = __import__(exp.module, fromlist=["_"]).__doc__
         assert "spreadcon reproduce" in doc and "xpected" in doc, exp.name  # command + expected result
@@ -236,22 +212,36 @@ def test_cli_list_and_dry_run(capsys, tmp_path):
 
 
 # --- smoke: every experiment really runs, in seconds ---------------------------------------------
+def _needs_train_subset(name: str) -> None:
+    import dataclasses
+
+    from spreadcon.config import TrainConfig
+
+    if name == "fig5-coreset" and "train_subset" not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        pytest.skip("fig5-coreset trains its coresets through TrainConfig.train_subset (trainer change pending)")
+
+
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_smoke(name, tmp_path):
+    _needs_train_subset(name)
     out = run_experiment(EXPERIMENTS[name], smoke=True, out=tmp_path, verbose=False)
     result = json.loads((out / "results.json").read_text())
     assert result["rows"] and result["smoke"] is True
     assert (out / "table.md").read_text().startswith(f"# {name}")
-    # a second call finds every run finished and trains nothing
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
-    run_experiment(EXPERIMENTS[name], smoke=True, out=tmp_path, verbose=False)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")} == before
+    # a second call reuses every training run: no checkpoint is written again
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*.pt")}
+    again = run_experiment(EXPERIMENTS[name], smoke=True, out=tmp_path, verbose=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*.pt")} == before
+    rows = json.loads((again / "results.json").read_text())["rows"]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}  # noqa: E731
+    assert [strip(r) for r in rows] == [strip(r) for r in result["rows"]]  # evaluation is deterministic
 
 
 def test_training_run_resumes_after_a_crash(tmp_path):
     """A real training run interrupted after epoch 1 resumes from its checkpoint (not from scratch)."""
     spec = common.train_spec("digits/spread", {"dataset": "digits", "encoder": "cnn-test", "epochs": 2,
                                                "batch_size": 256}, 0, {})
+    ctx = Context(runs_dir=tmp_path / "runs", verbose=False)
     run_dir = tmp_path / "runs" / spec.key
 
     class Crash:
@@ -260,12 +250,14 @@ def test_training_run_resumes_after_a_crash(tmp_path):
                 raise RuntimeError("crash in epoch 2")
 
     with pytest.raises(RuntimeError, match="crash"):
-        common.train(spec, run_dir, Context(), callbacks=[Crash()])
-    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
+        train_run(spec, ctx, callbacks=[Crash()])
+    assert (run_dir / "checkpoint.pt").exists()
+    with pytest.raises(RunNotFinished):
+        train_run(spec, Context(runs_dir=ctx.runs_dir, verbose=False, train=False))
     exp = Experiment(name="t", summary="", cpu_minutes=1, module=__name__, config=lambda s: {},
                      smoke=lambda c: c, plan=lambda c, s, r: [spec], execute=common.train_and_evaluate,
                      report=lambda rows, cfg, out: "")
-    row = run_one(exp, spec, tmp_path / "runs", Context(verbose=False))
+    row = run_one(exp, spec, ctx)
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]  # epoch 1 kept from before the crash, epoch 2 trained once
-    assert 0.0 <= row["accuracy"] <= 1.0 and (run_dir / "result.json").exists()
+    assert 0.0 <= row["coarse_accuracy"] <= 1.0 and row["run_dir"] == str(run_dir)

@@ -10,8 +10,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reproduce", help="regenerate a table or figure of the paper (results/<name>/)",
         description="Run the experiment behind one of the paper's tables or figures and write "
                     "OUT/NAME/{results.json,table.md,*.png} (mean ± std over seeds beside the paper's "
-                    "numbers). Runs live in OUT/runs/<key>; finished ones are skipped, interrupted "
-                    "ones resumed. `--list` shows every experiment.",
+                    "numbers). Runs live in OUT/runs/<key>; finished ones are reused, interrupted "
+                    "ones resumed (spreadcon.runs.train_or_reuse), every run is evaluated again "
+                    "(spreadcon.evaluate.run). `--list` shows every experiment; `demo` is also "
+                    "`spreadcon demo --out DIR`.",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="experiment name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
@@ -31,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="shrink the config to run in seconds (a check that it runs, not a result)")
     parser.add_argument("--report-only", action="store_true",
-                        help="run nothing; write the tables from the runs finished so far (marked partial)")
+                        help="train nothing; write the tables from the runs finished so far (marked partial)")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan and validate every run (configs, names) without running anything")
     parser.set_defaults(func=run)

@@ -1,35 +1,32 @@
-"""What most experiments share: a training run as a RunSpec, its execution, its evaluation.
+"""What most experiments share: a training run as a RunSpec, its evaluation, pictures, claims.
 
-A training RunSpec holds `params = {"train": <TrainConfig differences from its defaults>, "probe": {...}}`:
-the config is built and validated, and the fields whose values differ from TrainConfig's defaults
+A training RunSpec holds `params = {"train": <TrainConfig differences from its defaults>}`: the
+config is built and validated, and the fields whose values differ from TrainConfig's defaults
 (minus where-and-how keys such as out_dir, device and data_root) key the run. Adding a trainer
 option therefore leaves finished runs valid; after changing a trainer default, use a fresh --out
 (each run folder's config.json holds its full resolved config).
 
-Evaluation reads the run's cached embeddings of its best checkpoint (model selection on the
-validation split, SPEC.md) and reports fractions in [0, 1]:
-    accuracy            end model (CE head, or the probe of protocol contrastive_then_probe), test split
-    auroc               binary tasks only (ISIC's metric)
-    worst_group_accuracy  where the dataset defines groups
-    transfer_accuracy   coarse-to-fine: linear probe on frozen train embeddings, fine (stratum)
-                        labels, test split (SPEC.md: 100 epochs, AdamW lr 1e-3, eval mode)
-    val_accuracy        the same on the validation split (the sweep's selection metric)
-    intra_class_cosine, common_centre_cosine, rare_centre_cosine   geometry (Figure 2)
-    strata              per-stratum geometry against stratum size (Figure 3)
+Evaluation is `spreadcon.evaluate.run.evaluate_run` on the run's best checkpoint (model selection
+on the validation split, SPEC.md); its METRICS name every number. `evals` add optional ones:
+    transfer   fine_transfer_accuracy (the coarse-to-fine probe; cfg["probe"] sets its epochs, lr)
+    geometry   intra_class_cosine, common_centre_cosine, rare_centre_cosine (Figure 2)
+    val        the same metrics on the validation split (coarse_val_accuracy, ...: the sweep's criterion)
+    strata     per-stratum geometry against stratum size (Figure 3), as row["strata"]
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from spreadcon.experiments.runner import Context, RunSpec
+from spreadcon.experiments.runner import Context, RunSpec, merge, train_run
+
+__all__ = ["merge"]  # re-exported: experiment modules build their configs with common.merge
 
 # TrainConfig keys that say where or how a run is shown, not what it computes (not hashed).
 UNHASHED = ("out_dir", "device", "progress", "tensorboard", "data_root", "seed")
-EVALS = ("accuracy", "val_accuracy", "transfer", "geometry", "strata")
+EVALS = ("transfer", "geometry", "val", "strata")
 PROBE = {"epochs": 100, "lr": 1e-3}  # SPEC.md: coarse-to-fine probe of the authors' code
 
 # Small scale (2 CPU cores): a narrow `cnn`, 8 epochs at lr 1e-3, the joint CE head (lr 3e-4,
@@ -40,22 +37,11 @@ SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn", "encoder_options": {"widths": [
 DIGITS: dict[str, Any] = {"epochs": 30}
 # Full scale: the authors' ViT recipe (SPEC.md; TrainConfig's defaults are its optimiser settings).
 VIT: dict[str, Any] = {"encoder": "vit", "epochs": 600}
+# The paper's ResNet50 datasets (Waterbirds, ISIC): contrastive loss alone, then a linear probe.
 RESNET50: dict[str, Any] = {"encoder": "resnet50", "epochs": 200, "protocol": "contrastive_then_probe"}
 
 
 # --- configs ------------------------------------------------------------------------------
-def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
-    """Later dicts override earlier ones; nested dicts (dataset_options, ...) merge key by key."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for key, value in (d or {}).items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-    return out
-
-
 def resolve_train(overrides: dict[str, Any]) -> dict[str, Any]:
     """The TrainConfig for these overrides, validated, as its differences from the defaults
     (values normalised by the config, e.g. ints as floats), minus the unhashed keys."""
@@ -67,18 +53,14 @@ def resolve_train(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_spec(name: str, train: dict[str, Any], seed: int, labels: dict[str, Any], *,
-               evals: Sequence[str] = ("accuracy",), probe: dict[str, Any] | None = None) -> RunSpec:
-    """A RunSpec for one training run followed by the evaluations named in `evals`.
-
-    The coarse-to-fine probe's settings are part of the run's parameters (default: SPEC.md's
-    100 epochs, lr 1e-3) whether or not `transfer` is asked now, so experiments that evaluate
-    the same training run differently share it.
-    """
+               evals: Sequence[str] = (), extra: dict[str, Any] | None = None) -> RunSpec:
+    """A RunSpec for one training run followed by evaluate_run and the evaluations in `evals`.
+    `extra`: what else makes the run differ (e.g. a training callback), hashed into its key."""
     unknown = sorted(set(evals) - set(EVALS))
     if unknown:
         raise ValueError(f"unknown evaluation(s) {unknown}; choose from {list(EVALS)}")
-    params = {"train": resolve_train(train), "probe": merge(PROBE, probe)}
-    return RunSpec(name=name, params=params, seed=seed, labels=labels, evals=tuple(evals))
+    return RunSpec(name=name, params={"train": resolve_train(train), **(extra or {})}, seed=seed,
+                   labels=labels, evals=tuple(evals))
 
 
 def validate_train_spec(spec: RunSpec) -> None:
@@ -111,161 +93,59 @@ def smoke_train(train: dict[str, Any]) -> dict[str, Any]:
     })
 
 
-# --- running and evaluating ---------------------------------------------------------------
-def train(spec: RunSpec, run_dir: Path, ctx: Context, callbacks: Sequence[Any] = ()):
-    """Train (or resume) the spec's run in `run_dir`; returns the loaded Run (best checkpoint)."""
-    import torch
-
-    from spreadcon.config import TrainConfig
+# --- evaluating ---------------------------------------------------------------------------------
+def evaluate(run_dir: Path, spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    """evaluate_run on the test split plus the spec's `evals`, probes seeded by the spec's seed."""
+    from spreadcon.evaluate.run import evaluate_run, strata_rows
     from spreadcon.runs import load_run
-    from spreadcon.train import train as train_fn
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # small scale shares a few CPU cores with other jobs
-    config = TrainConfig.from_dict({**spec.params["train"], "seed": spec.seed, "out_dir": str(run_dir),
-                                    "data_root": ctx.data_root, "device": ctx.device or "auto",
-                                    "progress": False, "tensorboard": False})
-    # The trainer writes the embeddings cache last (after the probe of contrastive_then_probe):
-    # without it the run is unfinished, and resuming a run whose epochs are all done only finishes it.
-    if not (run_dir / "embeddings" / "test.npz").exists():
-        train_fn(config, callbacks=callbacks, resume=(run_dir / "checkpoint.pt").exists())
-    return load_run(run_dir)
-
-
-def evaluate(run: Any, spec: RunSpec) -> dict[str, Any]:
-    """The metrics of the evaluations named in spec.evals for a loaded Run (fractions in [0, 1])."""
-    import numpy as np
-
-    probe = spec.params["probe"]
-    test, out = run.embeddings("test"), {}
-    if "accuracy" in spec.evals:
-        pred = test["logits"].argmax(1)
-        out["accuracy"] = float(np.mean(pred == test["label"]))
-        if test["logits"].shape[1] == 2:
-            from spreadcon.evaluate.metrics import auroc
-
-            out["auroc"] = float(auroc(_softmax(test["logits"])[:, 1], test["label"]))
-        if "group" in test:
-            groups = np.unique(test["group"])
-            out["worst_group_accuracy"] = float(min(np.mean(pred[test["group"] == g] == test["label"][test["group"] == g])
-                                                    for g in groups))
-    if "val_accuracy" in spec.evals:
-        val = run.embeddings("val")
-        out["val_accuracy"] = float(np.mean(val["logits"].argmax(1) == val["label"]))
-    if "transfer" in spec.evals:
-        from spreadcon.evaluate.probes import linear_probe
-
-        tr = run.embeddings("train")
-        res = linear_probe(_t(tr["embedding"]), _t(tr["stratum"]), _t(test["embedding"]), _t(test["stratum"]),
-                           epochs=probe["epochs"], lr=probe["lr"], seed=spec.seed)
-        out["transfer_accuracy"] = float(res["accuracy"])
-    if "geometry" in spec.evals:
-        out.update(geometry(test["embedding"], test["label"], test["stratum"], strata_sizes(run)))
+    probe = merge(PROBE, ctx.config.get("probe"))
+    run = load_run(run_dir)
+    options = {"transfer": "transfer" in spec.evals, "probe_epochs": probe["epochs"], "probe_lr": probe["lr"],
+               "seed": spec.seed}
+    out: dict[str, Any] = evaluate_run(run, geometry="geometry" in spec.evals, **options)
+    if "val" in spec.evals:
+        out.update(evaluate_run(run, "val", geometry=False, **options))
     if "strata" in spec.evals:
-        out["strata"] = strata_geometry(test["embedding"], test["label"], test["stratum"], strata_sizes(run))
-    return out
+        out["strata"] = strata_rows(run)
+    return {**out, "run_dir": str(run_dir)}
 
 
-def strata_sizes(run: Any) -> dict[int, int]:
-    """{stratum: number of training points} of the run's dataset as trained."""
-    import numpy as np
-
-    ds = run.dataset.get_split("train")
-    values, counts = np.unique(ds.stratum.numpy(), return_counts=True)
-    return {int(v): int(c) for v, c in zip(values, counts)}
+def train_and_evaluate(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    """`Experiment.execute` for plain training runs."""
+    return evaluate(train_run(spec, ctx), spec, ctx)
 
 
-def _unit(emb: Any) -> Any:
-    import numpy as np
-
-    z = np.asarray(emb, dtype=np.float64)
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-
-
-def _centre_cosine(z: Any, members: Any) -> Any:
-    """Cosine of each row of z [n, d] (unit) with the mean of z[members]."""
-    import numpy as np
-
-    centre = z[members].mean(0)
-    return z @ centre / max(np.linalg.norm(centre), 1e-12)
-
-
-def intra_class_cosine(z: Any, label: Any) -> float:
-    """Mean cosine similarity over pairs of distinct same-class points, averaged over classes."""
-    import numpy as np
-
-    z, label = _unit(z), np.asarray(label)
-    values = []
-    for c in np.unique(label):
-        zc = z[label == c]
-        n = len(zc)
-        if n > 1:
-            total = zc.sum(0)
-            values.append((total @ total - n) / (n * (n - 1)))
-    return float(np.mean(values))
-
-
-def geometry(emb: Any, label: Any, stratum: Any, sizes: dict[int, int]) -> dict[str, float]:
-    """Figure 2's numbers: mean intra-class cosine; cosine with the class centre, averaged over
-    the points of each class's largest ("common") and smallest ("rare") training stratum."""
-    import numpy as np
-
-    z, y, s = _unit(emb), np.asarray(label), np.asarray(stratum)
-    common, rare = [], []
-    for c in np.unique(y):
-        cos = _centre_cosine(z, y == c)
-        strata = [int(v) for v in np.unique(s[y == c]) if int(v) in sizes]
-        if len(strata) < 2 or len({sizes[v] for v in strata}) < 2:
-            continue  # no common-vs-rare contrast inside this class
-        big = max(strata, key=lambda v: sizes[v])
-        small = min(strata, key=lambda v: sizes[v])
-        common.append(cos[(s == big) & (y == c)].mean())
-        rare.append(cos[(s == small) & (y == c)].mean())
-    out = {"intra_class_cosine": intra_class_cosine(z, y)}
-    if common:
-        out["common_centre_cosine"] = float(np.mean(common))
-        out["rare_centre_cosine"] = float(np.mean(rare))
-    return out
-
-
-def strata_geometry(emb: Any, label: Any, stratum: Any, sizes: dict[int, int]) -> list[dict[str, float]]:
-    """Per stratum (Figure 3): its training size, its points' mean cosine with their class centre
-    and with their own stratum centre (tightness), and its centre's distance to the class centre."""
-    import numpy as np
-
-    z, y, s = _unit(emb), np.asarray(label), np.asarray(stratum)
-    rows = []
-    for v in np.unique(s):
-        members = s == v
-        c = int(np.bincount(y[members]).argmax())
-        class_centre, own_centre = z[y == c].mean(0), z[members].mean(0)
-        rows.append({"stratum": int(v), "class": c, "train_size": sizes.get(int(v), 0),
-                     "class_centre_cosine": float(_centre_cosine(z, y == c)[members].mean()),
-                     "stratum_centre_cosine": float(_centre_cosine(z, members)[members].mean()),
-                     "centre_distance": float(np.linalg.norm(own_centre - class_centre))})
-    return rows
-
-
-def _softmax(logits: Any) -> Any:
-    import numpy as np
-
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def _t(a: Any):
+# --- pictures -------------------------------------------------------------------------------------
+def tsne_pictures(rows: Sequence[dict[str, Any]], out: Path, *, max_points: int, by_size: bool = False,
+                  names: dict[str, str] | None = None) -> list[Path]:
+    """t-SNE of the seed-0 test embeddings of each row's run (`spreadcon.evaluate.plots`):
+    tsne_<dataset>_<loss>.png by class and by stratum (Figure 2), and with by_size
+    strata_size_<dataset>_<loss>.png coloured by stratum size (Figure 3)."""
     import torch
 
-    return torch.as_tensor(a)
+    from spreadcon.evaluate import plots
+    from spreadcon.runs import load_run
+
+    paths = []
+    for row in rows:
+        if row.get("seed") != 0 or "run_dir" not in row:
+            continue
+        run = load_run(row["run_dir"])
+        test = {k: torch.from_numpy(v) for k, v in run.embeddings("test").items()}
+        stem = f"{row['dataset']}_{row['loss']}"
+        title = f"{row['dataset']}, {(names or {}).get(row['loss'], row['loss'])} (test split)"
+        args = (test["embedding"], test["label"], test["stratum"])
+        paths.append(plots.embedding_picture(*args, out / f"tsne_{stem}.png", max_points=max_points, title=title,
+                                             class_names=run.dataset.class_names,
+                                             stratum_names=run.dataset.stratum_names))
+        if by_size:
+            paths.append(plots.strata_size_scatter(*args, out / f"strata_size_{stem}.png", max_points=max_points,
+                                                   title=title))
+    return paths
 
 
-def train_and_evaluate(spec: RunSpec, run_dir: Path, ctx: Context) -> dict[str, Any]:
-    """`Experiment.execute` for plain training runs."""
-    run = train(spec, run_dir, ctx)
-    return evaluate(run, spec)
-
-
-# --- plotting -------------------------------------------------------------------------------
+# --- charts -------------------------------------------------------------------------------
 def bar_chart(rows: Sequence[dict[str, Any]], *, group: str, hue: str, metric: str, path: Path,
               title: str = "", scale: float = 100.0) -> Path | None:
     """Grouped bars of mean ± std over seeds: one group per `group` value, one bar per `hue` value."""
@@ -341,7 +221,7 @@ def grid_train(cfg: dict[str, Any], dataset: str, loss: str) -> dict[str, Any]:
 def grid_plan(cfg: dict[str, Any], seeds: Sequence[int], evals: Sequence[str]) -> list[RunSpec]:
     """One run per dataset x loss x seed of the config."""
     return [train_spec(f"{ds}/{loss}", grid_train(cfg, ds, loss), seed, {"dataset": ds, "loss": loss},
-                       evals=evals, probe=cfg.get("probe"))
+                       evals=evals)
             for ds in cfg["datasets"] for loss in cfg["losses"] for seed in seeds]
 
 

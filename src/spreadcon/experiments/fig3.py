@@ -47,7 +47,7 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
                 cells = [mean_std(r[m] for r in group).format(1.0, 3) for m in MEASURES]
                 lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | {size} | {n_strata} | " + " | ".join(cells) + " |")
     _scatter(per, out)
-    fig2._pictures(rows, out, cfg["tsne_points"], by_size=True)
+    common.tsne_pictures(rows, out, max_points=cfg["tsne_points"], by_size=True, names=LOSS_NAMES)
     return "\n".join(lines) + "\n"
 
 
@@ -94,6 +94,6 @@ EXPERIMENTS = [Experiment(
     name="fig3", summary="Figure 3: strata tightness and distance from the class centre against stratum size",
     cpu_minutes=6, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
     smoke=lambda cfg: {**common.smoke_grid(cfg, 1), "tsne_points": 100},
-    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("accuracy", "strata")),
+    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("strata",)),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec, claims=claims,
 )]

@@ -86,9 +86,9 @@ def _config(small: dict[str, Any], full: dict[str, Any]):
 
 
 def _end_report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    table = markdown(rows, row_key="dataset", col_key="loss", metric="accuracy", col_names=LOSS_NAMES,
+    table = markdown(rows, row_key="dataset", col_key="loss", metric="coarse_accuracy", col_names=LOSS_NAMES,
                      paper=lambda d, l: paper_value(FIG4_END_MODEL, d, l))
-    common.bar_chart(rows, group="dataset", hue="loss", metric="accuracy", path=out / "end_model.png",
+    common.bar_chart(rows, group="dataset", hue="loss", metric="coarse_accuracy", path=out / "end_model.png",
                      title="Figure 4 (left): end-model test accuracy")
     text = "## End-model test accuracy (%)\n\n" + table
     if any("auroc" in r for r in rows):
@@ -101,11 +101,11 @@ def _end_report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> s
 
 
 def _transfer_report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    table = markdown(rows, row_key="dataset", col_key="loss", metric="transfer_accuracy", col_names=LOSS_NAMES,
+    table = markdown(rows, row_key="dataset", col_key="loss", metric="fine_transfer_accuracy", col_names=LOSS_NAMES,
                      paper=lambda d, l: paper_value(FIG4_TRANSFER, d, l))
-    common.bar_chart(rows, group="dataset", hue="loss", metric="transfer_accuracy", path=out / "transfer.png",
+    common.bar_chart(rows, group="dataset", hue="loss", metric="fine_transfer_accuracy", path=out / "transfer.png",
                      title="Figure 4 (right): coarse-to-fine transfer")
-    coarse = markdown(rows, row_key="dataset", col_key="loss", metric="accuracy", col_names=LOSS_NAMES)
+    coarse = markdown(rows, row_key="dataset", col_key="loss", metric="coarse_accuracy", col_names=LOSS_NAMES)
     return ("## Coarse-to-fine transfer: fine-label test accuracy of a linear probe on frozen embeddings (%)\n\n"
             + table + "\n## Coarse (training-label) test accuracy of the same runs (%)\n\n" + coarse + _analogue_note())
 
@@ -122,30 +122,30 @@ def _smoke(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return (common.winner_claims(rows, group="dataset", metric="accuracy", winner="spread",
+    return (common.winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="spread",
                                  against=("supcon",), what="is more accurate than L_SC")
-            + common.winner_claims(rows, group="dataset", metric="accuracy", winner="spread",
+            + common.winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="spread",
                                    against=("supcon", "simclr"), what="has the best end-model accuracy"))
 
 
 def _transfer_claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return (common.winner_claims(rows, group="dataset", metric="transfer_accuracy", winner="spread",
+    return (common.winner_claims(rows, group="dataset", metric="fine_transfer_accuracy", winner="spread",
                                  against=("supcon",), what="transfers to the fine labels better than L_SC")
-            + common.winner_claims(rows, group="dataset", metric="transfer_accuracy", winner="spread",
+            + common.winner_claims(rows, group="dataset", metric="fine_transfer_accuracy", winner="spread",
                                    against=("supcon", "simclr"), what="transfers best of the three losses"))
 
 
 END_MODEL = Experiment(
     name="fig4-end-model", summary="Figure 4 (left): end-model accuracy of L_SS, L_SC, L_spread per dataset",
     cpu_minutes=28, module=__name__, config=_config(end_small, end_full), smoke=_smoke,
-    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("accuracy",)),
+    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ()),
     execute=common.train_and_evaluate, report=_end_report, validate=common.validate_train_spec,
     claims=_end_claims,
 )
 TRANSFER = Experiment(
     name="fig4-transfer", summary="Figure 4 (right): coarse-to-fine transfer of L_SS, L_SC, L_spread embeddings",
     cpu_minutes=22, module=__name__, config=_config(transfer_small, transfer_full), smoke=_smoke,
-    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("accuracy", "transfer")),
+    plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("transfer",)),
     execute=common.train_and_evaluate, report=_transfer_report, validate=common.validate_train_spec,
     claims=_transfer_claims,
 )

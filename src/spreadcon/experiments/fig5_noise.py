@@ -1,98 +1,234 @@
 """Figure 5 (centre): noisy contrastive labels, with and without the geometric correction.
 
-    spreadcon reproduce fig5-noise [--scale small|full] [--seeds 3]
+    spreadcon reproduce fig5-noise [--scale small|full] [--seeds 3] [--data-root DIR]
 
-Wires `spreadcon.apps.noisy_experiment` (the NOISE helper's experiment: symmetric noise on the
-contrastive head's labels, the CE head on 20% clean labels; methods L_SC uncorrected, L_SC +
-correction, L_spread + correction, L_spread uncorrected, the debiased loss) into the runner: one
-run per (method, noise rate, labelled fraction, seed), skipped when finished.
+Symmetric noise on the contrastive head's labels (TrainConfig.noise_rate); the cross-entropy head
+trains on a clean labelled fraction (20% in the paper). One row per (method, noise rate, labelled
+fraction, seed); methods:
+
+    supcon       L_SC, no correction
+    supcon+fix   L_SC + the geometric correction (`spreadcon.apps.noisy.NoisyLabelCorrection`)
+    spread+fix   L_spread + the geometric correction
+    spread       L_spread, no correction
+
+The expectation-based debiased loss of Appendix F.3.1 (`spreadcon.losses_debiased`) is not
+offered: the trainer cannot build it (it is not in spreadcon.losses.LOSSES, and build_loss would
+not pass it the noise rate). At rate 0 the correction is a no-op, so "+fix" rows share the
+uncorrected run. End accuracy is evaluate_run's coarse_accuracy (CE head, best validation epoch).
+"Recovered" is (acc(method, r) - acc(supcon, r)) / (acc(supcon, 0) - acc(supcon, r)) on seed
+means: the share of what noise cost L_SC that the method wins back. Detection precision/recall:
+the correction's last epoch (metrics.jsonl), and on the final train embeddings of the uncorrected
+L_SC run, the offline heuristic (NoisyLabelCorrector) and cleanlab's confident learning.
 The paper (CIFAR10): uncorrected noise costs up to 10 points at 50% noise; the correction wins
 back 4.8 points at 50% with L_SC; L_spread recovers 75% of the lost accuracy at 20% noise, L_SC 45%.
-Small scale: the app's defaults (digits, a narrow `cnn`, 20 epochs). Expected: accuracy falls
-with noise for uncorrected L_SC; the corrected runs fall less; "recovered" is printed per cell.
+Small scale: digits, a narrow `cnn`, 20 epochs. Expected: accuracy falls with noise for
+uncorrected L_SC; the corrected runs fall less; "recovered" is printed per cell.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from spreadcon.experiments import common
 from spreadcon.experiments.paper import CLAIMS
-from spreadcon.experiments.runner import Context, Experiment, RunSpec
+from spreadcon.experiments.runner import Context, Experiment, RunSpec, train_config, train_run
+from spreadcon.experiments.table import Stat, mean_std
 
-small: dict[str, Any] = {"seeds": 3, "app": {}}  # the app's own defaults are its small scale
-full: dict[str, Any] = {"seeds": 3, "app": {
-    "dataset": "cifar10", "encoder": "vit", "encoder_options": {}, "epochs": 600, "lr": 3e-4,
-    "alpha": 0.67, "temperature": 0.9, "labelled_fractions": (0.2,)}}
-GRID_KEYS = ("noise_rates", "labelled_fractions", "methods", "seeds")  # enumerated per run, not hashed
+METHODS: dict[str, tuple[str, bool]] = {   # name -> (loss, geometric correction)
+    "supcon": ("supcon", False),
+    "supcon+fix": ("supcon", True),
+    "spread+fix": ("spread", True),
+    "spread": ("spread", False),
+}
+LABELS = {"supcon": "L_SC, no correction", "supcon+fix": "L_SC + geometric correction",
+          "spread+fix": "L_spread + geometric correction", "spread": "L_spread, no correction"}
 
-
-def app_config(cfg: dict[str, Any], seeds: Sequence[int] = (0,)):
-    """The app's NoiseExperiment for this config (smoke: its own smoke())."""
-    from spreadcon.apps.noisy_experiment import NoiseExperiment
-
-    base = NoiseExperiment.smoke() if cfg.get("smoke") else NoiseExperiment()
-    exp = NoiseExperiment(**{**asdict(base), **cfg["app"], "seeds": tuple(seeds)})
-    exp.validate()
-    return exp
+small: dict[str, Any] = {
+    "seeds": 3,
+    "dataset": "digits",
+    "noise_rates": (0.0, 0.1, 0.2, 0.5),
+    "labelled_fractions": (0.2,),
+    "methods": tuple(METHODS),
+    "correction_warmup_epochs": 2.0,   # no correction before the embedding means something
+    "train": {"encoder": "cnn", "encoder_options": {"widths": [16, 32], "out_dim": 32}, "epochs": 20,
+              "lr": 3e-3, "alpha": 0.5, "temperature": 0.5, "ce_labels": "clean"},
+}
+full: dict[str, Any] = {**small, "dataset": "cifar10", "train": {
+    "encoder": "vit", "epochs": 600, "lr": 3e-4, "alpha": 0.67, "temperature": 0.9, "ce_labels": "clean"}}
 
 
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]:
-    from spreadcon.apps.noisy_experiment import debiased_available
-
-    exp = app_config(cfg, seeds)
-    methods = [m for m in exp.methods if m != "debiased" or debiased_available()]
-    shared = {f.name: getattr(exp, f.name) for f in fields(exp) if f.name not in GRID_KEYS and f.name != "device"}
-    return [RunSpec(f"noise/{m}/r{r:g}/f{f:g}", {"app": shared, "method": m, "rate": r, "fraction": f}, s,
-                    {"method": m, "noise_rate": r, "labelled_fraction": f})
-            for f in exp.labelled_fractions for r in exp.noise_rates for m in methods for s in seeds]
-
-
-def execute(spec: RunSpec, run_dir: Path, ctx: Context) -> dict[str, Any]:
-    import torch
-
-    from spreadcon.apps.noisy_experiment import NoiseExperiment, run_one
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)
-    p = spec.params
-    exp = NoiseExperiment(**{**p["app"], "seeds": (spec.seed,), "device": ctx.device or "auto"})
-    if ctx.data_root is not None:
-        if not hasattr(exp, "data_root"):
-            raise ValueError("spreadcon.apps.noisy_experiment cannot take --data-root yet; "
-                             "only embedded datasets run here")
-        exp.data_root = ctx.data_root
-    return run_one(exp, p["method"], p["rate"], p["fraction"], spec.seed, run_dir)
+    unknown = sorted(set(cfg["methods"]) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown noisy-label methods {unknown}; choose from {sorted(METHODS)}")
+    specs = []
+    for f in cfg["labelled_fractions"]:
+        for r in cfg["noise_rates"]:
+            for m in cfg["methods"]:
+                loss, fix = METHODS[m]
+                train = common.merge(cfg["train"], {"dataset": cfg["dataset"], "loss": loss, "noise_rate": r,
+                                                    "labelled_fraction": f})
+                extra = {"method": m}
+                if fix and r > 0:
+                    extra["correction"] = {"warmup_epochs": cfg["correction_warmup_epochs"]}
+                specs += [common.train_spec(f"noise/{m}/r{r:g}/f{f:g}", train, s,
+                                            {"method": m, "noise_rate": r, "labelled_fraction": f}, extra=extra)
+                          for s in seeds]
+    return specs
 
 
-def validate(spec: RunSpec) -> None:
-    """Dry-run check: the run's TrainConfig builds and names a known dataset, encoder and loss."""
-    from spreadcon.apps.noisy_experiment import METHODS, NoiseExperiment, train_config
+def training(spec: RunSpec) -> RunSpec:
+    """The training run of a row: rows that differ only in their method's name share it."""
+    params = {k: v for k, v in spec.params.items() if k != "method"}
+    trained_as = spec.params["method"] if "correction" in params else spec.params["train"].get("loss", "spread")
+    train = params["train"]
+    name = f"noise/{trained_as}/r{train.get('noise_rate', 0.0):g}/f{train.get('labelled_fraction', 1.0):g}"
+    return RunSpec(name, params, spec.seed)
 
-    p = spec.params
-    exp = NoiseExperiment(**{**p["app"], "seeds": (spec.seed,)})
-    config = train_config(exp, p["method"], p["rate"], p["fraction"], spec.seed, Path("unused"))
-    common.check_names(datasets=[config.dataset], encoders=[config.encoder],
-                       losses=[METHODS[p["method"]][0]])
+
+def correction(spec: RunSpec, ctx: Context):
+    """The NoisyLabelCorrection callback of a corrected run (its detection counts against the clean labels)."""
+    from spreadcon.apps.noisy import NoisyLabelCorrection
+    from spreadcon.runs import build_dataset
+
+    config = train_config(spec, ctx)
+    ds = build_dataset(config)
+    train = ds.get_split("train")
+    steps = math.ceil(len(train) / config.batch_size)
+    return NoisyLabelCorrection(config.noise_rate, num_classes=ds.num_classes,
+                                warmup_steps=round(spec.params["correction"]["warmup_epochs"] * steps),
+                                clean_labels=train.clean_label if train.clean_label is not None else train.label)
+
+
+def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    from spreadcon.evaluate.run import evaluate_run
+    from spreadcon.runs import load_run
+
+    run_spec = training(spec)
+    run_dir = train_run(run_spec, ctx, [correction(run_spec, ctx)] if "correction" in run_spec.params else [])
+    run = load_run(run_dir)
+    row: dict[str, Any] = {**evaluate_run(run, transfer=False, geometry=False), "run_dir": str(run_dir)}
+    last = run.metrics[-1] if run.metrics else {}
+    row.update({k: last[k] for k in ("noise_precision", "noise_recall", "noise_fixed") if k in last})
+    if spec.params["method"] == "supcon" and run.config.noise_rate > 0:
+        row.update(offline_detection(run))
+    return row
+
+
+def offline_detection(run: Any) -> dict[str, Any]:
+    """Detection P/R on the run's final train embeddings: the heuristic vs cleanlab."""
+    from spreadcon.apps.noisy import NoisyLabelCorrector, cleanlab_detect, detection_quality
+
+    train = run.embeddings("train")
+    x, y = train["embedding"], train["label"]
+    noisy = y != train.get("clean_label", y)
+    ours = NoisyLabelCorrector(run.config.noise_rate, batch_size=run.config.batch_size,
+                               random_state=run.config.seed).fit(x, y)
+    quality = detection_quality(ours.noisy_mask_, noisy)
+    out: dict[str, Any] = {"offline_precision": quality["precision"], "offline_recall": quality["recall"]}
+    try:
+        cl = detection_quality(cleanlab_detect(x, y, seed=run.config.seed), noisy)
+        out.update(cleanlab_precision=cl["precision"], cleanlab_recall=cl["recall"])
+    except (ImportError, ValueError) as err:  # cleanlab absent, or a class too small for the folds
+        out["cleanlab_error"] = str(err)
+    return out
+
+
+# --- tables and the figure -------------------------------------------------------------------
+def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, float, float], Stat]:
+    """(method, rate, fraction) -> coarse_accuracy over seeds."""
+    keys = dict.fromkeys((r["method"], r["noise_rate"], r["labelled_fraction"]) for r in rows)
+    return {k: mean_std(r["coarse_accuracy"] for r in rows
+                        if (r["method"], r["noise_rate"], r["labelled_fraction"]) == k) for k in keys}
+
+
+def recovered(summary: dict[tuple[str, float, float], Stat], method: str, rate: float, fraction: float) -> float | None:
+    """(acc(method, r) - acc(supcon, r)) / (acc(supcon, 0) - acc(supcon, r)) on seed means.
+
+    None when undefined: rate 0, a missing run, or noise that cost L_SC no more than the seed
+    spread (the larger std of the clean and noisy L_SC runs), where the ratio is only noise.
+    """
+    try:
+        clean, noisy = summary[("supcon", 0.0, fraction)], summary[("supcon", rate, fraction)]
+        acc = summary[(method, rate, fraction)].mean
+    except KeyError:
+        return None
+    spread = max(0.0 if s.n < 2 else s.std for s in (clean, noisy))
+    if rate == 0 or clean.mean - noisy.mean <= spread:
+        return None
+    return (acc - noisy.mean) / (clean.mean - noisy.mean)
+
+
+def accuracy_table(rows: list[dict[str, Any]], fraction: float) -> list[str]:
+    summary, rates = summarise(rows), sorted({r["noise_rate"] for r in rows})
+    lines = [f"## CE head on {fraction:.0%} clean labels", "",
+             "| method | " + " | ".join(f"noise {r:g}" for r in rates) + " |", "|---|" + "---|" * len(rates)]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for r in rates:
+            s = summary.get((m, r, fraction))
+            rec = recovered(summary, m, r, fraction) if m != "supcon" else None
+            cells.append("-" if s is None else s.format(100, 1) + (f" ({rec:.0%})" if rec is not None else ""))
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def detection_table(rows: list[dict[str, Any]]) -> list[str]:
+    detectors = [("noise", "in training, last epoch"), ("offline", "heuristic on final L_SC embeddings"),
+                 ("cleanlab", "cleanlab on final L_SC embeddings")]
+    lines = ["## Detection of the noisy labels (precision / recall, mean over seeds)", "",
+             "| detector | labelled | noise | precision | recall |", "|---|---|---|---|---|"]
+    groups = dict.fromkeys((r["labelled_fraction"], r["noise_rate"], r["method"]) for r in rows)
+    for f, rate, m in groups:
+        sel = [x for x in rows if (x["labelled_fraction"], x["noise_rate"], x["method"]) == (f, rate, m)]
+        for prefix, what in detectors:
+            p, rc = (mean_std(x[f"{prefix}_{k}"] for x in sel if f"{prefix}_{k}" in x) for k in ("precision", "recall"))
+            if p.n:
+                lines.append(f"| {m}: {what} | {f:g} | {rate:g} | {p.mean:.3f} | {rc.mean:.3f} |")
+    return lines + [""] if len(lines) > 4 else []
+
+
+def tables(rows: list[dict[str, Any]], cfg: dict[str, Any], figure: Path) -> str:
+    """The accuracy table per labelled fraction, the detection table and the figure."""
+    lines = [f"Test accuracy of the CE head on {cfg['dataset']}, % (mean ± std over seeds). In brackets: "
+             "recovered = share of the accuracy that noise cost L_SC which the method wins back, shown where "
+             "that cost exceeds the seed spread.", ""]
+    for f in sorted({r["labelled_fraction"] for r in rows}):
+        lines += accuracy_table([r for r in rows if r["labelled_fraction"] == f], f)
+    plot(rows, figure)
+    return "\n".join(lines + detection_table(rows))
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    from spreadcon.apps.noisy_experiment import plot, report as app_report
+    return tables(rows, cfg, out / "fig5_noise.png") + f"\nThe paper plots this (no table); its text: {CLAIMS['fig5-noise']}\n"
 
-    exp = app_config(cfg, sorted({r["seed"] for r in rows}))
-    exp.noise_rates = tuple(sorted({r["noise_rate"] for r in rows}))
-    exp.labelled_fractions = tuple(sorted({r["labelled_fraction"] for r in rows}))
-    exp.methods = tuple(m for m in exp.methods if any(r["method"] == m for r in rows))
-    plot(rows, out / "fig5_noise.png")
-    return app_report(rows, exp) + f"\nThe paper plots this (no table); its text: {CLAIMS['fig5-noise']}\n"
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(rows)
+    fractions = sorted({r["labelled_fraction"] for r in rows})
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 3.6), squeeze=False)
+    for ax, fraction in zip(axes[0], fractions):
+        for m in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((k[1], v) for k, v in summary.items() if k[0] == m and k[2] == fraction)
+            ax.errorbar([100 * r for r, _ in pts], [100 * s.mean for _, s in pts],
+                        yerr=[0.0 if s.n < 2 else 100 * s.std for _, s in pts], marker="o", capsize=3, label=LABELS[m])
+        ax.set(xlabel="label noise on the contrastive head (%)", ylabel="test accuracy (%)",
+               title=f"CE head on {fraction:.0%} of labels")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """Per labelled fraction and noise rate > 0: which corrected loss recovers more of what noise cost L_SC."""
-    from spreadcon.apps.noisy_experiment import recovered, summarise
-
     summary, out = summarise(rows), []
     for f in sorted({r["labelled_fraction"] for r in rows}):
         for rate in sorted({r["noise_rate"] for r in rows if r["noise_rate"] > 0}):
@@ -100,8 +236,8 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
             clean, noisy = summary.get(("supcon", 0.0, f)), summary.get(("supcon", rate, f))
             if clean and noisy:
                 out.append((f"CE head on {f:g} of labels, noise {rate:g}: uncorrected L_SC loses accuracy",
-                            f"{'yes' if noisy[0] < clean[0] else 'no'}; {100 * clean[0]:.1f} clean -> "
-                            f"{100 * noisy[0]:.1f} noisy"))
+                            f"{'yes' if noisy.mean < clean.mean else 'no'}; {100 * clean.mean:.1f} clean -> "
+                            f"{100 * noisy.mean:.1f} noisy"))
             if None not in rec.values():
                 out.append((f"CE head on {f:g} of labels, noise {rate:g}: L_spread + correction recovers more than "
                             f"L_SC + correction",
@@ -111,11 +247,15 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
 
 
 def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {**cfg, "seeds": 1, "smoke": True, "app": {}}
+    """Seconds: a test-size encoder, one epoch, a third of the data, two rates, two methods."""
+    return {**cfg, "seeds": 1, "noise_rates": (0.0, 0.2), "methods": ("supcon", "spread+fix"),
+            "correction_warmup_epochs": 0.0,
+            "train": {**cfg["train"], "encoder": "cnn-test", "encoder_options": {}, "epochs": 1,
+                      "subsample_fraction": 0.3, "batch_size": 64}}
 
 
 EXPERIMENTS = [Experiment(
     name="fig5-noise", summary="Figure 5 (centre): accuracy under label noise, geometric correction vs none",
     cpu_minutes=25, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
-    smoke=smoke, plan=plan, execute=execute, report=report, validate=validate, claims=claims,
+    smoke=smoke, plan=plan, execute=execute, report=report, validate=common.validate_train_spec, claims=claims,
 )]

@@ -48,16 +48,16 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
                     "subsample_fraction": float(f) * base.get("subsample_fraction", 1.0),
                     "labelled_fraction": min(1.0, cfg["ce_fraction"] / float(f))})
                 specs += [common.train_spec(f"{ds}/{loss}/f{f}", train, seed,
-                                            {"dataset": ds, "loss": loss, "fraction": f}, probe=cfg.get("probe"))
+                                            {"dataset": ds, "loss": loss, "fraction": f})
                           for seed in seeds]
     return specs
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    common.line_plot(rows, x="fraction", hue="loss", metric="accuracy", path=out / "sample_complexity.png",
+    common.line_plot(rows, x="fraction", hue="loss", metric="coarse_accuracy", path=out / "sample_complexity.png",
                      title="Figure 6: contrastive head on a fraction of the data")
     return ("## End-model test accuracy (%) against the contrastive head's fraction of the training set\n\n"
-            + markdown(rows, row_key="fraction", col_key="loss", metric="accuracy", col_names=LOSS_NAMES)
+            + markdown(rows, row_key="fraction", col_key="loss", metric="coarse_accuracy", col_names=LOSS_NAMES)
             + f"\nThe paper plots this (no table); its text: {CLAIMS['fig6-sample-complexity']}\n")
 
 
@@ -66,7 +66,7 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return common.winner_claims(rows, group="fraction", metric="accuracy", winner="spread",
+    return common.winner_claims(rows, group="fraction", metric="coarse_accuracy", winner="spread",
                                 against=("supcon", "simclr"), what="is the most accurate at this fraction")
 
 

@@ -1,4 +1,4 @@
-"""Run an experiment: plan its runs, skip the finished ones, resume the rest, write the tables.
+"""Run an experiment: plan its runs, train or reuse them, evaluate them, write the tables.
 
 An `Experiment` is a handful of functions over a plain config dict (big_vision style):
 
@@ -6,20 +6,20 @@ An `Experiment` is a handful of functions over a plain config dict (big_vision s
     smoke(cfg)               -> dict   the same config shrunk to run in seconds (CI)
     plan(cfg, seeds, rows)   -> [RunSpec]  given the rows finished so far (staged plans, such as
                                           the sweep's tau stage after its alpha stage, add runs)
-    execute(spec, run_dir, ctx) -> dict   one run's metrics (trains, evaluates)
-    report(rows, cfg, out_dir)  -> str    markdown (tables); may also write PNGs into out_dir
+    execute(spec, ctx)       -> dict   one row's metrics (obtains its training runs, evaluates them)
+    report(rows, cfg, out_dir) -> str  markdown (tables); may also write PNGs into out_dir
 
-Every run gets the folder OUT/runs/<key>, where the key is a readable name plus a hash of the
-run's resolved parameters and seed, so the same run asked for by two experiments is done once.
-`result.json` in that folder marks it finished: a re-run skips it. A folder without it is an
-interrupted run: `execute` is called again on the same folder and resumes from its checkpoint.
-A finished run asked for an evaluation it has not had yet is evaluated again (the training is
-not repeated), and its result.json is extended.
+Every training run lives in OUT/runs/<key> (`RunSpec.key`: a readable name plus a hash of the
+run's TrainConfig differences from the defaults and its seed), so the same run asked for by two
+experiments is trained once. Whether a run is finished, and resuming an interrupted one, is
+`spreadcon.runs.train_or_reuse` / `is_finished`'s business (`train_run` below); the runner keeps
+no marker of its own. Evaluations are cheap next to training and are recomputed on every call.
 The experiment's own folder OUT/<name> gets results.json (all rows), table.md and the figures.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -33,11 +33,23 @@ from typing import Any
 SCALES = ("small", "full")
 
 
+def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
+    """Later dicts override earlier ones; nested dicts (dataset_options, ...) merge key by key."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in (d or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: `params` (JSON-able) and `seed` determine it (and its key); `labels` group it
-    in tables; `evals` name the evaluations wanted from it (not part of the key: two experiments
-    asking different evaluations of the same training run share it)."""
+    """One row of an experiment: `params` (JSON-able) and `seed` determine it (and its key);
+    `labels` group it in tables; `evals` name optional evaluations (not part of the key).
+    A training row holds params["train"], the TrainConfig differences from its defaults."""
 
     name: str
     params: dict[str, Any]
@@ -58,12 +70,16 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Context:
-    """What a run needs but does not depend on: where data lives, which device, how loud."""
+    """What a run needs but does not depend on: where runs and data live, which device, how loud,
+    and whether it may train (False for --report-only: unfinished runs are skipped)."""
 
+    runs_dir: Path = Path("results/runs")
     data_root: str | None = None
     device: str | None = None
     smoke: bool = False
     verbose: bool = True
+    progress: bool = False
+    train: bool = True
     config: dict[str, Any] = field(default_factory=dict)  # the experiment's resolved config
 
 
@@ -76,7 +92,7 @@ class Experiment:
     config: Callable[[str], dict[str, Any]]
     smoke: Callable[[dict[str, Any]], dict[str, Any]]
     plan: Callable[[dict[str, Any], Sequence[int], list[dict[str, Any]]], list[RunSpec]]
-    execute: Callable[[RunSpec, Path, Context], dict[str, Any]]
+    execute: Callable[[RunSpec, Context], dict[str, Any]]
     report: Callable[[list[dict[str, Any]], dict[str, Any], Path], str]
     validate: Callable[[RunSpec], None] | None = None  # dry-run check of one run (e.g. build its TrainConfig)
     # The paper's claims checked on the rows: [(claim, verdict)], verdict "yes", "no" or "mixed"
@@ -84,6 +100,53 @@ class Experiment:
     claims: Callable[[list[dict[str, Any]], dict[str, Any]], list[tuple[str, str]]] | None = None
 
 
+class RunNotFinished(LookupError):
+    """A run that --report-only may not train; its row is left out of the tables."""
+
+
+# --- training runs ----------------------------------------------------------------------------
+def train_config(spec: RunSpec, ctx: Context):
+    """The TrainConfig of a training RunSpec: its params["train"] plus seed, folder and device."""
+    from spreadcon.config import TrainConfig
+
+    return TrainConfig.from_dict({**spec.params["train"], "seed": spec.seed, "out_dir": str(ctx.runs_dir / spec.key),
+                                  "data_root": ctx.data_root, "device": ctx.device or "auto",
+                                  "progress": ctx.progress, "tensorboard": False})
+
+
+def train_run(spec: RunSpec, ctx: Context, callbacks: Sequence[Any] = ()) -> Path:
+    """The folder of the spec's finished training run: trained, resumed or reused by
+    `spreadcon.runs.train_or_reuse`. Without ctx.train, RunNotFinished unless it is finished."""
+    from spreadcon import runs
+
+    config = train_config(spec, ctx)
+    train_or_reuse = getattr(runs, "train_or_reuse", _fallback_train_or_reuse)
+    is_finished = getattr(runs, "is_finished", _fallback_is_finished)
+    run_dir = Path(config.out_dir)
+    finished = is_finished(run_dir)
+    if not ctx.train and not finished:
+        raise RunNotFinished(f"{spec.key} has not finished")
+    if ctx.verbose:
+        print(f"[reproduce] {spec.key}: {'reused' if finished else 'training'}", flush=True)
+    return Path(train_or_reuse(config, callbacks=callbacks))
+
+
+# fallback until runs.train_or_reuse lands --------------------------------------------------
+def _fallback_is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / "config.json").exists() and (Path(run_dir) / "embeddings" / "test.npz").exists()
+
+
+def _fallback_train_or_reuse(config, callbacks: Sequence[Any] = ()) -> Path:
+    from spreadcon.train import train
+
+    run_dir = Path(config.out_dir)
+    if _fallback_is_finished(run_dir):
+        return run_dir
+    return train(config, callbacks=callbacks, resume=(run_dir / "checkpoint.pt").exists())
+# end of fallback ------------------------------------------------------------------------------
+
+
+# --- running an experiment --------------------------------------------------------------------
 def _write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temp file + rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -99,11 +162,13 @@ def git_revision() -> str | None:
     return None if rev is None else rev[:10] + ("-dirty" if rev.endswith("-dirty") else "")
 
 
-def resolve_config(exp: Experiment, scale: str, smoke: bool, dataset: str | None = None) -> dict[str, Any]:
-    """The experiment's `scale` config, optionally on another `dataset`, optionally shrunk."""
+def resolve_config(exp: Experiment, scale: str, smoke: bool, dataset: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The experiment's `scale` config, optionally on another `dataset`, with `overrides` merged
+    in (a dict of differences, e.g. {"train": {"epochs": 5}}), optionally shrunk."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
-    cfg = exp.config(scale)
+    cfg = merge(exp.config(scale), overrides)
     if dataset is not None:
         if "dataset" in cfg:
             cfg = {**cfg, "dataset": dataset}
@@ -114,7 +179,10 @@ def resolve_config(exp: Experiment, scale: str, smoke: bool, dataset: str | None
     return exp.smoke(cfg) if smoke else cfg
 
 
-def seed_list(cfg: dict[str, Any], seeds: int | None) -> list[int]:
+def seed_list(cfg: dict[str, Any], seeds: int | Sequence[int] | None) -> list[int]:
+    """The seeds: range(n) for a count n (default: the config's "seeds"), or the ones given."""
+    if seeds is not None and not isinstance(seeds, int):
+        return [int(s) for s in seeds]
     n = int(cfg.get("seeds", 1)) if seeds is None else int(seeds)
     if n < 1:
         raise ValueError(f"--seeds must be >= 1, got {n}")
@@ -136,96 +204,93 @@ def output_dir(out: Path, name: str, scale: str, smoke: bool, dataset: str | Non
     return Path(out) / (folder + ("-smoke" if smoke else ""))
 
 
-def run_one(exp: Experiment, spec: RunSpec, runs_dir: Path, ctx: Context) -> dict[str, Any]:
-    """The row of one run: read from its result.json if finished, else run (or resume) it."""
-    run_dir = runs_dir / spec.key
-    done = run_dir / "result.json"
-    previous = json.loads(done.read_text()) if done.exists() else None
-    if previous is not None and set(spec.evals) <= set(previous.get("evals", [])):
-        if ctx.verbose:
-            print(f"[reproduce] {spec.key}: finished, skipped")
-        return {**previous, **spec.labels}
-    resumed = run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "spec.json", {"name": spec.name, "params": spec.params, "seed": spec.seed,
-                                        "labels": spec.labels, "experiment": exp.name})
-    if ctx.verbose:
-        print(f"[reproduce] {spec.key}: {'resuming' if resumed else 'running'}", flush=True)
+def run_one(exp: Experiment, spec: RunSpec, ctx: Context) -> dict[str, Any] | None:
+    """The row of one spec (None when --report-only finds its runs unfinished)."""
     start = time.perf_counter()
-    metrics = exp.execute(spec, run_dir, ctx)
-    evals = sorted(set(spec.evals) | set((previous or {}).get("evals", [])))
-    row = {**(previous or {}), **spec.labels, "seed": spec.seed, "run": spec.key, **metrics, "evals": evals,
-           "seconds": round(time.perf_counter() - start, 2) + (previous or {}).get("seconds", 0.0)}
-    _write_json(done, row)
-    return row
+    try:
+        metrics = exp.execute(spec, ctx)
+    except RunNotFinished:
+        return None
+    return {**spec.labels, "seed": spec.seed, "run": spec.key, **metrics,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def collect_rows(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], ctx: Context
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """(rows, number of specs planned): a staged plan is re-planned after each stage until it
+    asks for no new spec."""
+    rows: list[dict[str, Any]] = []
+    done: set[str] = set()
+    specs = plan_runs(exp, cfg, seeds)
+    while todo := [s for s in specs if s.key not in done]:
+        for spec in todo:
+            done.add(spec.key)
+            row = run_one(exp, spec, ctx)
+            if row is not None:
+                rows.append(row)
+        specs = plan_runs(exp, cfg, seeds, rows)
+    return rows, len(done)
+
+
+def validate_plan(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], *, verbose: bool, label: str) -> None:
+    """Plan and validate the first stage of `exp`; print each run's key and params."""
+    specs = plan_runs(exp, cfg, seeds)
+    for spec in specs:
+        if exp.validate is not None:
+            exp.validate(spec)
+        if verbose:
+            print(f"{spec.key}\t{json.dumps(spec.params, sort_keys=True, default=str)}")
+    if verbose:
+        print(f"[reproduce] {exp.name} ({label}): {len(specs)} runs planned, all valid; nothing was run")
 
 
 def run_experiment(
-    exp: Experiment, *, scale: str = "small", seeds: int | None = None, out: str | Path = "results",
-    data_root: str | None = None, device: str | None = None, smoke: bool = False,
-    dry_run: bool = False, verbose: bool = True, dataset: str | None = None, report_only: bool = False,
+    exp: Experiment, *, scale: str = "small", seeds: int | Sequence[int] | None = None, out: str | Path = "results",
+    data_root: str | None = None, device: str | None = None, smoke: bool = False, dry_run: bool = False,
+    verbose: bool = True, dataset: str | None = None, report_only: bool = False,
+    overrides: dict[str, Any] | None = None, exp_dir: str | Path | None = None, progress: bool = False,
 ) -> Path:
-    """Run (or, with `dry_run`, only plan and validate) every run of `exp`; write its tables.
-
-    Returns the experiment's output folder (see output_dir). A staged plan is
-    re-planned after each stage until it asks for no new run; a dry run validates the first stage.
-    `report_only` runs nothing: the tables are written from the runs finished so far, and their
-    header says how many of the planned runs that is.
-    """
-    cfg = resolve_config(exp, scale, smoke, dataset)
+    """Run (or, with `dry_run`, only plan and validate) every run of `exp`; write its tables
+    into `exp_dir` (default: output_dir(out, ...)) and return that folder. Training runs live in
+    OUT/runs. `report_only` trains nothing: the tables come from the runs finished so far, and
+    their header says how many of the planned rows that is."""
+    cfg = resolve_config(exp, scale, smoke, dataset, overrides)
     seed_ids = seed_list(cfg, seeds)
-    specs = plan_runs(exp, cfg, seed_ids)
     out = Path(out)
-    exp_dir = output_dir(out, exp.name, scale, smoke, dataset)
+    folder = Path(exp_dir) if exp_dir is not None else output_dir(out, exp.name, scale, smoke, dataset)
     if dry_run:
-        for spec in specs:
-            if exp.validate is not None:
-                exp.validate(spec)
-            if verbose:
-                print(f"{spec.key}\t{json.dumps(spec.params, sort_keys=True, default=str)}")
-        if verbose:
-            print(f"[reproduce] {exp.name} ({scale}{', smoke' if smoke else ''}): {len(specs)} runs planned, "
-                  f"all valid; nothing was run")
-        return exp_dir
-    import torch
-
-    if (device or "auto").startswith("cpu") or not torch.cuda.is_available():
-        torch.set_num_threads(1)  # small runs on shared CPU cores: more threads only add contention
-    ctx = Context(data_root=data_root, device=device, smoke=smoke, verbose=verbose, config=cfg)
-    rows: list[dict[str, Any]] = []
-    done: set[str] = set()
-    while True:
-        todo = [s for s in specs if s.key not in done]
-        if not todo:
-            break
-        for spec in todo:
-            done.add(spec.key)
-            finished = out / "runs" / spec.key / "result.json"
-            if report_only and not finished.exists():
-                continue
-            rows.append(run_one(exp, spec, out / "runs", ctx))
-        specs = plan_runs(exp, cfg, seed_ids, rows)
+        validate_plan(exp, cfg, seed_ids, verbose=verbose, label=scale + (", smoke" if smoke else ""))
+        return folder
+    ctx = Context(runs_dir=out / "runs", data_root=data_root, device=device, smoke=smoke, verbose=verbose,
+                  progress=progress, train=not report_only, config=cfg)
+    rows, planned = collect_rows(exp, cfg, seed_ids, ctx)
     if not rows:
         raise ValueError(f"{exp.name}: no finished run under {out / 'runs'} to report")
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    command = (f"spreadcon reproduce {exp.name} --scale {scale} --seeds {len(seed_ids)}"
+               + (f" --dataset {dataset}" if dataset else "") + (" --smoke" if smoke else ""))
+    write_outputs(exp, cfg, rows, folder, planned=planned, command=command, verbose=verbose,
+                  header={"scale": scale, "smoke": smoke, "seeds": len(seed_ids), "dataset": dataset})
+    return folder
+
+
+def write_outputs(exp: Experiment, cfg: dict[str, Any], rows: list[dict[str, Any]], folder: Path, *,
+                  planned: int, command: str, verbose: bool, header: dict[str, Any]) -> None:
+    """folder/results.json (rows, config, claims) and folder/table.md (the report and the claims)."""
     claims = exp.claims(rows, cfg) if exp.claims is not None else []
-    _write_json(exp_dir / "results.json", {
-        "experiment": exp.name, "summary": exp.summary, "scale": scale, "smoke": smoke, "seeds": len(seed_ids),
-        "dataset": dataset, "git": git_revision(), "config": cfg, "claims": claims, "rows": rows,
-        "runs_planned": len(done), "runs_finished": len(rows),
+    _write_json(folder / "results.json", {
+        "experiment": exp.name, "summary": exp.summary, **header, "git": git_revision(), "config": cfg,
+        "claims": claims, "rows": rows, "runs_planned": planned, "runs_finished": len(rows),
     })
-    body = exp.report(rows, cfg, exp_dir)
+    body = exp.report(rows, cfg, folder)
     if claims:
         body += "\n## The paper's claims, checked on these runs\n\n" + "".join(
             f"- {claim}: **{verdict}**\n" for claim, verdict in claims)
-    command = (f"spreadcon reproduce {exp.name} --scale {scale} --seeds {len(seed_ids)}"
-               + (f" --dataset {dataset}" if dataset else "") + (" --smoke" if smoke else ""))
-    partial = (f"**Partial: {len(rows)} of the {len(done)} runs planned so far had finished** (written with "
-               f"--report-only); re-run the command to complete it.\n\n") if len(rows) < len(done) else ""
-    header = (f"# {exp.name}: {exp.summary}\n\nRegenerated by `{command}` (git {git_revision() or 'unknown'}); "
-              f"every number below comes from results.json in this folder.\n\n{partial}")
-    (exp_dir / "table.md").write_text(header + body)
+    partial = (f"**Partial: {len(rows)} of the {planned} runs planned so far had finished** (written with "
+               f"--report-only); re-run the command to complete it.\n\n") if len(rows) < planned else ""
+    top = (f"# {exp.name}: {exp.summary}\n\nRegenerated by `{command}` (git {git_revision() or 'unknown'}); "
+           f"every number below comes from results.json in this folder.\n\n{partial}")
+    (folder / "table.md").write_text(top + body)
     if verbose:
         print(body)
-        print(f"[reproduce] wrote {exp_dir}")
-    return exp_dir
+        print(f"[reproduce] wrote {folder}")

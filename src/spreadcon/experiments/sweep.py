@@ -5,7 +5,9 @@
 Stage 1: L_spread at tau = 0.5 for alpha in {0.16, 0.25, 0.33, 0.5, 0.67}. Stage 2: the two
 best alphas with tau in {0.1, 0.3, 0.5, 0.7, 0.9}; L_SC and L_SS sweep tau only. "Best" is the
 validation accuracy on the training labels (the paper's model-selection rule; the test split is
-never looked at for selection). The table gives each setting's validation accuracy and marks
+never looked at for selection); `criterion` names other validation metrics, compared in order
+(the demo's alpha selection, `demo-alpha`, selects on fine_transfer_val_accuracy). An empty
+`taus` stops after the alpha stage. The table gives each setting's validation accuracy and marks
 the selected one; the test accuracy of the selected settings is reported beside them.
 The paper's choices are in SPEC.md (e.g. MNIST-Coarse (0.5, 0.5), CIFAR10-Coarse (0.5, 0.16)).
 Small scale: MNIST-5k-Coarse (or any dataset with --dataset; the 8x8 digits sets train 30
@@ -33,6 +35,7 @@ small: dict[str, Any] = {
     "baselines": ("supcon",),           # tau-only sweeps
     "train": common.SMALL_TRAIN,
     "per_dataset": {"digits": common.DIGITS, "digits-coarse": common.DIGITS},
+    "criterion": ("coarse_val_accuracy",),  # validation metrics, higher is better, compared in order
 }
 full: dict[str, Any] = {**small, "dataset": "cifar10", "baselines": ("supcon", "simclr"), "train": common.VIT,
                         "per_dataset": {}}
@@ -42,84 +45,105 @@ def _spec(cfg: dict[str, Any], loss: str, tau: float, alpha: float | None, seed:
     train = common.merge(cfg["train"], cfg.get("per_dataset", {}).get(cfg["dataset"]),
                          {"dataset": cfg["dataset"], "loss": loss, "temperature": tau},
                          {"alpha": alpha} if alpha is not None else None)
+    transfer = any(m.startswith("fine_transfer") for m in cfg["criterion"])
     return common.train_spec(f"{cfg['dataset']}/{loss}/tau{tau}" + (f"/alpha{alpha}" if alpha is not None else ""),
                              train, seed, {"dataset": cfg["dataset"], "loss": loss, "temperature": tau,
                                            "alpha": alpha, "stage": stage},
-                             evals=("accuracy", "val_accuracy"), probe=cfg.get("probe"))
+                             evals=("val", "transfer") if transfer else ("val",))
 
 
-def best_alphas(rows: list[dict[str, Any]], alphas: Sequence[float], keep: int) -> list[float]:
-    """The `keep` alphas of stage 1 with the highest mean validation accuracy (ties: smaller alpha)."""
-    score = {a: mean_std(r["val_accuracy"] for r in rows
-                         if r.get("stage") == "alpha" and r.get("alpha") == a).mean for a in alphas}
-    ranked = sorted((a for a in alphas if score[a] == score[a]), key=lambda a: (-score[a], a))
+def score(rows: list[dict[str, Any]], criterion: Sequence[str]) -> tuple[float, ...]:
+    """The rows' seed means of the criterion metrics, in order (NaN where missing)."""
+    return tuple(mean_std(r[m] for r in rows if m in r).mean for m in criterion)
+
+
+def best_alphas(rows: list[dict[str, Any]], alphas: Sequence[float], keep: int,
+                criterion: Sequence[str] = ("coarse_val_accuracy",)) -> list[float]:
+    """The `keep` alphas of stage 1 with the best criterion (ties: smaller alpha)."""
+    scores = {a: score([r for r in rows if r.get("stage") == "alpha" and r.get("alpha") == a], criterion)
+              for a in alphas}
+    ranked = sorted((a for a in alphas if scores[a][0] == scores[a][0]), key=lambda a: ([-v for v in scores[a]], a))
     return ranked[:keep]
 
 
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list[dict[str, Any]]) -> list[RunSpec]:
     specs = [_spec(cfg, "spread", 0.5, a, s, "alpha") for a in cfg["alphas"] for s in seeds]
     stage1 = [r for r in rows if r.get("stage") == "alpha"]
-    if len(stage1) < len(specs):
+    if len(stage1) < len(specs) or not cfg["taus"]:
         return specs  # the tau stage needs every alpha's result
-    for a in best_alphas(stage1, cfg["alphas"], cfg["keep"]):
+    for a in best_alphas(stage1, cfg["alphas"], cfg["keep"], cfg["criterion"]):
         specs += [_spec(cfg, "spread", t, a, s, "tau") for t in cfg["taus"] if t != 0.5 for s in seeds]
     for loss in cfg["baselines"]:
         specs += [_spec(cfg, loss, t, None, s, "tau") for t in cfg["taus"] for s in seeds]
     return specs
 
 
-def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    def key(r: dict[str, Any]) -> tuple:
-        return (r["loss"], r["temperature"], r.get("alpha"))
+def _setting(r: dict[str, Any]) -> tuple:
+    return (r["loss"], r["temperature"], r.get("alpha"))
 
-    settings = list(dict.fromkeys(key(r) for r in rows))
-    stats = {s: (mean_std(r["val_accuracy"] for r in rows if key(r) == s),
-                 mean_std(r["accuracy"] for r in rows if key(r) == s)) for s in settings}
-    chosen = {loss: max((s for s in settings if s[0] == loss), key=lambda s: (stats[s][0].mean, -s[1]))
-              for loss in dict.fromkeys(s[0] for s in settings)}
-    lines = ["## Validation accuracy on the training labels (%) per setting (* = selected)\n",
-             "| loss | tau | alpha | val accuracy | test accuracy |", "|---|---|---|---|---|"]
-    for s in sorted(settings, key=lambda s: (s[0], s[2] if s[2] is not None else -1, s[1])):
-        mark = " *" if chosen[s[0]] == s else ""
-        lines.append(f"| {LOSS_NAMES.get(s[0], s[0])} | {s[1]} | {'' if s[2] is None else s[2]} | "
-                     f"{stats[s][0].format(100, 2)}{mark} | {stats[s][1].format(100, 2)} |")
-    ds = cfg["dataset"]
+
+def selected(rows: list[dict[str, Any]], criterion: Sequence[str]) -> dict[str, tuple]:
+    """{loss: its best (loss, tau, alpha) setting by the criterion; ties: smaller tau, smaller alpha}."""
+    settings = list(dict.fromkeys(_setting(r) for r in rows))
+    scores = {s: score([r for r in rows if _setting(r) == s], criterion) for s in settings}
+    return {loss: min((s for s in settings if s[0] == loss),
+                      key=lambda s: ([-v for v in scores[s]], s[1], -1 if s[2] is None else s[2]))
+            for loss in dict.fromkeys(s[0] for s in settings)}
+
+
+def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
+    criterion = list(cfg["criterion"])
+    tests = list(dict.fromkeys(m.replace("_val_", "_") for m in criterion))
+    chosen = selected(rows, criterion)
+    lines = [f"## Validation metrics per setting (%; * = selected by {', then '.join(criterion)})\n",
+             "| loss | tau | alpha | " + " | ".join(criterion + tests) + " |", "|---|---|---|" + "---|" * len(criterion + tests)]
+    for s in sorted(dict.fromkeys(_setting(r) for r in rows),
+                    key=lambda s: (s[0], s[2] if s[2] is not None else -1, s[1])):
+        sub = [r for r in rows if _setting(r) == s]
+        cells = [mean_std(r[m] for r in sub if m in r).format(100, 2) for m in criterion + tests]
+        cells[0] += " *" if chosen[s[0]] == s else ""
+        lines.append(f"| {LOSS_NAMES.get(s[0], s[0])} | {s[1]} | {'' if s[2] is None else s[2]} | " + " | ".join(cells) + " |")
+    ds, sel = cfg["dataset"], chosen.get("spread")
     paper = HYPERPARAMETERS.get(ds) or HYPERPARAMETERS.get(SMALL_ANALOGUE.get(ds, ""))
-    sel = chosen.get("spread")
     if sel:
         lines.append(f"\nSelected for L_spread on {ds}: (tau, alpha) = ({sel[1]}, {sel[2]})"
                      + (f"; the paper's choice for {SMALL_ANALOGUE.get(ds, ds)}: (tau, alpha) = {paper}" if paper else "")
-                     + ". Ties go to the smaller tau (and, in the alpha stage, the smaller alpha); a small "
-                       "validation split makes many settings tie.")
-    common.line_plot([r for r in rows if r.get("stage") == "alpha"], x="alpha", hue="loss", metric="val_accuracy",
-                     path=out / "alpha_stage.png", title=f"Stage 1 (tau 0.5) on {ds}")
-    common.line_plot([{**r, "curve": f"{r['loss']}" + (f" a={r['alpha']}" if r.get("alpha") is not None else "")}
-                      for r in rows if r.get("stage") == "tau" or r["temperature"] == 0.5],
-                     x="temperature", hue="curve", metric="val_accuracy", path=out / "tau_stage.png",
-                     title=f"Stage 2 (tau) on {ds}")
+                     + ". Ties go to the smaller tau, then the smaller alpha; a small validation split makes "
+                       "many settings tie. Test columns are for information only.")
+    _plots(rows, criterion[0], ds, out)
     return "\n".join(lines) + "\n"
+
+
+def _plots(rows: list[dict[str, Any]], metric: str, ds: str, out: Path) -> None:
+    common.line_plot([r for r in rows if r.get("stage") == "alpha"], x="alpha", hue="loss", metric=metric,
+                     path=out / "alpha_stage.png", title=f"Stage 1 (tau 0.5) on {ds}")
+    tau_rows = [{**r, "curve": f"{r['loss']}" + (f" a={r['alpha']}" if r.get("alpha") is not None else "")}
+                for r in rows if r.get("stage") == "tau" or r["temperature"] == 0.5]
+    if any(r.get("stage") == "tau" for r in rows):
+        common.line_plot(tau_rows, x="temperature", hue="curve", metric=metric, path=out / "tau_stage.png",
+                         title=f"Stage 2 (tau) on {ds}")
 
 
 def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
     spread = [r for r in rows if r["loss"] == "spread"]
     if not spread:
         return []
-    vals = {}
-    for r in spread:
-        vals.setdefault((r["temperature"], r["alpha"]), []).append(r["val_accuracy"])
-    best = max(vals, key=lambda k: (mean_std(vals[k]).mean, -k[0]))
-    spread_range = (max(mean_std(v).mean for v in vals.values()) - min(mean_std(v).mean for v in vals.values())) * 100
+    metric = cfg["criterion"][0]
+    best = selected(spread, cfg["criterion"])["spread"][1:]
+    means = [score([r for r in spread if _setting(r) == s], (metric,))[0]
+             for s in dict.fromkeys(_setting(r) for r in spread)]
     ds = cfg["dataset"]
     paper = HYPERPARAMETERS.get(ds) or HYPERPARAMETERS.get(SMALL_ANALOGUE.get(ds, ""))
     verdict = ("same" if paper and tuple(paper) == best else "different") if paper else "no paper value"
     return [(f"{ds}: the sweep selects the paper's (tau, alpha) for {SMALL_ANALOGUE.get(ds, ds)}",
-             f"{verdict}; selected {best}, paper {paper}; validation accuracies of L_spread span "
-             f"{spread_range:.1f} points over the settings tried")]
+             f"{verdict}; selected {best}, paper {paper}; {metric} of L_spread spans "
+             f"{(max(means) - min(means)) * 100:.1f} points over the settings tried")]
 
 
 def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {**cfg, "seeds": 1, "alphas": (0.25, 0.5), "taus": (0.3, 0.5), "keep": 1, "baselines": ("supcon",),
-            "train": common.smoke_train(cfg["train"]), "per_dataset": {}, "probe": {"epochs": 2}}
+    return {**cfg, "seeds": 1, "alphas": (0.25, 0.5), "taus": (0.3, 0.5) if cfg["taus"] else (), "keep": 1,
+            "baselines": ("supcon",) if cfg["baselines"] else (), "train": common.smoke_train(cfg["train"]),
+            "per_dataset": {}, "probe": {"epochs": 2}}
 
 
 EXPERIMENTS = [Experiment(

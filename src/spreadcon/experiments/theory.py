@@ -51,7 +51,7 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
     return specs
 
 
-def execute(spec: RunSpec, run_dir: Path, ctx: Context) -> dict[str, Any]:
+def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     from spreadcon import theory
 
     p = spec.params

@@ -1,0 +1,58 @@
+"""`spreadcon demo`: the `demo` experiment through its own short command, and the alpha it uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spreadcon.cli import main
+from spreadcon.experiments import demo, registry
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_demo_smoke(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["experiment"] == "demo" and result["smoke"] is True
+    rows = result["rows"]
+    assert [r["loss"] for r in rows] == ["supcon", "simclr", "spread"]
+    for r in rows:
+        assert {"loss", "coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "seed",
+                "fine_transfer_val_accuracy"} <= set(r)
+        assert (out / r["picture"]).exists() and Path(r["run_dir"]).parent == out / "runs"
+    report = (out / "table.md").read_text()
+    assert "| L_spread (alpha 0.25)" in report and "99.4" in report and "Smoke mode" in report
+    assert "| L_SC (SupCon) |" in capsys.readouterr().out  # the report is printed
+    # the same command again reuses the three runs and gives the same numbers
+    assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "results.json").read_text())["rows"]
+    keys = ("coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "fine_transfer_val_accuracy")
+    assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in rows]
+
+
+def test_demo_is_the_registered_experiment():
+    assert registry.get("demo") is demo.DEMO and registry.get("demo-alpha") is demo.ALPHA
+
+
+def test_demo_uses_the_selected_alpha():
+    """The demo's alpha is the one in the checked-in selection table, which cites the demo's protocol
+    and the criterion that `demo-alpha` selects with."""
+    table = json.loads((RESULTS / "alpha_selection_mnist5k-coarse.json").read_text())
+    assert demo.SELECTED_ALPHA == table["selected_alpha"] == demo.config["alpha"]
+    cfg = demo.ALPHA.config("small")
+    rows = [{"loss": "spread", "temperature": 0.5, "alpha": r["alpha"], "stage": "alpha",
+             "fine_transfer_val_accuracy": r["fine_transfer_val_accuracy"],
+             "coarse_val_accuracy": r["coarse_val_accuracy"]} for r in table["rows"]]
+    from spreadcon.experiments import sweep
+
+    assert sweep.selected(rows, cfg["criterion"])["spread"][2] == table["selected_alpha"]
+    assert [r["alpha"] for r in table["rows"]] == list(cfg["alphas"])
+    assert table["config"]["epochs"] == demo.TRAIN["epochs"] and table["config"]["encoder"] == demo.TRAIN["encoder"]
+
+
+def test_demo_bad_device_is_a_one_line_error(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spreadcon demo: error:") and "epochs must be >= 1" in err
