@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from spreadcon.cli import main
-from spreadcon.commands import demo as demo_cmd
 
 TINY = ["--dataset", "digits-coarse", "--encoder", "cnn-test", "--epochs", "1", "--batch-size", "256",
         "--no-progress", "--set", "tensorboard=false"]
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 
@@ -24,7 +22,7 @@ def test_help_names_every_option(capsys):
     out = capsys.readouterr().out
     for word in ("train", "eval", "list", "demo", "--dataset", "--encoder", "--loss", "--alpha", "--temperature",
                  "--epochs", "--batch-size", "--seed", "--out", "--set", "--resume", "--checkpoint",
-                 "--probe-epochs", "--smoke", "--select-alpha", "keep_checkpoints"):
+                 "--probe-epochs", "--smoke", "keep_checkpoints"):
         assert word in out, word
 
 
@@ -124,29 +122,6 @@ def test_eval_of_a_non_run(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
-
-
-def test_demo_smoke(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
-    rows = json.loads((out / "results.json").read_text())
-    assert [r["loss"] for r in rows] == ["supcon", "simclr", "spread"]
-    for r in rows:
-        assert {"loss", "coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "seed"} <= set(r)
-        assert (out / r["picture"]).exists()
-    report = (out / "report.md").read_text()
-    assert "| L_spread (alpha" in report and "99.4" in report and "Smoke mode" in report
-    assert "| L_SC (SupCon) |" in capsys.readouterr().out  # the table is printed
-
-
-def test_demo_uses_the_selected_alpha():
-    """The demo's alpha is the one in the checked-in selection table, which cites the demo's protocol."""
-    table = json.loads((RESULTS / "alpha_selection_mnist5k-coarse.json").read_text())
-    assert demo_cmd.SELECTED_ALPHA == table["selected_alpha"]
-    best = max(table["rows"], key=lambda r: (r["fine_transfer_val_accuracy"], r["coarse_val_accuracy"], -r["alpha"]))
-    assert best["alpha"] == table["selected_alpha"]
-    assert [r["alpha"] for r in table["rows"]] == list(demo_cmd.ALPHAS)
-    assert table["config"]["epochs"] == demo_cmd.EPOCHS and table["config"]["encoder"] == demo_cmd.ENCODER
 
 
 def test_train_overwrite_is_wired_through_or_refused(tmp_path, capsys):

@@ -53,15 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_index(args.out)}")
         return 0
     if not args.name:
-        raise SystemExit("spreadcon reproduce: give an experiment NAME, or --list to see them")
-    try:
-        exp = registry.get(args.name)
-    except ValueError as err:
-        raise SystemExit(f"spreadcon reproduce: {err}") from None
-    try:
-        run_experiment(exp, scale=args.scale, seeds=args.seeds, out=args.out, data_root=args.data_root,
-                       device=args.device, smoke=args.smoke, dry_run=args.dry_run, dataset=args.dataset,
-                       report_only=args.report_only)
-    except ValueError as err:
-        raise SystemExit(f"spreadcon reproduce {exp.name}: {err}") from None
+        raise ValueError("give an experiment NAME, or --list to see them")
+    exp = registry.get(args.name)
+    run_experiment(exp, scale=args.scale, seeds=args.seeds, out=args.out, data_root=args.data_root,
+                   device=args.device, smoke=args.smoke, dry_run=args.dry_run, dataset=args.dataset,
+                   report_only=args.report_only)
     return 0

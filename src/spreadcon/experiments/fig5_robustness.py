@@ -42,7 +42,9 @@ small: dict[str, Any] = {
     "losses": ("ce", "supcon", "spread"),
     "train": {"alpha": 0.5, "temperature": 0.5},
     "presets": PRESETS,
-    "robustness": {},          # RobustnessConfig fields (defaults: GEORGE's and Sagawa et al.'s)
+    "recovery": {},            # StrataRecovery parameters (defaults: GEORGE's)
+    "end_model": {},           # GroupDRO parameters (defaults: Sagawa et al.'s)
+    "normalize": True,
     "checkpoint": "last",
     "pictures_seed": 0,        # draw the class pictures of the runs of this seed
 }
@@ -66,14 +68,18 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
 
 
 def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
-    from spreadcon.apps.robustness import RobustnessConfig, apply_to_run
+    from spreadcon.apps.gdro import GroupDRO
+    from spreadcon.apps.robustness import apply_to_run
+    from spreadcon.apps.strata import StrataRecovery
     from spreadcon.evaluate.run import evaluate_run
 
     cfg = ctx.config
     run_dir = train_run(spec, ctx)
     out: dict[str, Any] = {**evaluate_run(run_dir, transfer=False, geometry=False), "run_dir": str(run_dir)}
-    config = RobustnessConfig(**{**cfg["robustness"], "seed": spec.seed})
-    result = apply_to_run(run_dir, config, out_dir=run_dir / "robustness", pictures=spec.seed == cfg["pictures_seed"],
+    result = apply_to_run(run_dir, recovery=StrataRecovery(**cfg["recovery"], random_state=spec.seed),
+                          end_model=GroupDRO(**cfg["end_model"], random_state=spec.seed),
+                          normalize=cfg["normalize"], out_dir=run_dir / "robustness",
+                          pictures=spec.seed == cfg["pictures_seed"],
                           picture_prefix=f"{spec.labels['loss']} seed {spec.seed}: ", checkpoint=cfg["checkpoint"])
     metric = "worst_group_auroc" if spec.labels["dataset"] == "isic" else "worst_group_accuracy"
     out.update(recovery_f1=result["recovery_train"]["f1"], recovery_ari=result["recovery_train"]["ari"],
@@ -135,7 +141,7 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     presets = {ds: {**p, "encoder": "cnn-test", "encoder_options": {}, "epochs": 1, "subsample_fraction": 0.2}
                for ds, p in cfg["presets"].items()}
     return {**cfg, "seeds": 1, "presets": presets,
-            "robustness": {"reducer": None, "clusterer": "kmeans", "k_range": (2, 3), "epochs": 2}}
+            "recovery": {"reducer": None, "clusterer": "kmeans", "k_range": (2, 3)}, "end_model": {"epochs": 2}}
 
 
 EXPERIMENTS = [Experiment(
