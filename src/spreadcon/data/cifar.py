@@ -70,7 +70,7 @@ def fetch(root: Path, which: str) -> None:
 
 def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: float = 0.1,
             download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     if download:
         fetch(root, "10")
     folder = find_dir(root, "data_batch_1", ("cifar-10-batches-py", ""), LAYOUT_10)
@@ -90,7 +90,7 @@ def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: fl
 
 def cifar100(root: Path, seed: int = 0, *, coarse: bool = False, unequal: bool = False,
              val_fraction: float = 0.1, download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     if download:
         fetch(root, "100")
     folder = find_dir(root, "train", ("cifar-100-python", ""), LAYOUT_100)

@@ -36,7 +36,7 @@ def strata(seed: int = 0, *, n: int = 3000, K: int = 2, m: int = 3, d: int = 16,
     if weights.shape != (m,) or (weights <= 0).any():
         raise ValueError(f"stratum_probs must be {m} positive weights (one per stratum of a class), got {stratum_probs}")
     check_fraction("test_fraction", test_fraction)
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
 
     rng = np.random.default_rng(seed)
     unit = lambda *shape: (v := rng.standard_normal((*shape, d))) / np.linalg.norm(v, axis=-1, keepdims=True)
