@@ -23,6 +23,7 @@ from spreadcon.data.base import StrataDataset
 from spreadcon.data.coarse import CIFAR100_U_COUNTS, CIFAR10_COARSE_NAMES, assemble, cifar10_coarse_map, unequal_keep
 from spreadcon.data.paths import corrupt, find_dir, require
 from spreadcon.data.splits import check_fraction, hold_out
+from spreadcon.data.validate import integer_ids
 
 LAYOUT_10 = """  ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch, batches.meta
 (the python version of CIFAR-10, as torchvision.datasets.CIFAR10(ROOT, download=True) leaves it)"""
@@ -55,7 +56,10 @@ def batch_arrays(path: Path, keys: tuple[str, ...], layout: str) -> tuple[np.nda
     if missing:
         raise corrupt(path, f"the batch has no {missing} (keys: {sorted(d)})")
     data = np.asarray(d["data"], dtype=np.uint8)
-    labels = [np.asarray(d[k], dtype=np.int64) for k in keys]
+    try:
+        labels = [integer_ids(d[k], k, str(path)) for k in keys]
+    except ValueError as err:
+        raise corrupt(path, str(err)) from None
     if data.ndim != 2 or data.shape[1] != 3072 or any(y.shape != (len(data),) for y in labels):
         raise corrupt(path, f"data {data.shape} should be [N, 3072] with {keys} of length N")
     return (data.reshape(-1, 3, 32, 32), *labels)

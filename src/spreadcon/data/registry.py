@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from spreadcon.data import cifar, embedded, folder, isic, mnist, npz, spurious, synthetic, waterbirds
+from spreadcon.data import cifar, embedded, folder, isic, mnist, npz, scenes, spurious, synthetic, waterbirds
 from spreadcon.data.base import SPLITS, StrataDataset
 from spreadcon.data.validate import as_number, check_dataset, check_options
 
@@ -62,6 +62,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100-coarse-u": DatasetInfo(partial(cifar.cifar100, coarse=True, unequal=True),
                                      "CIFAR-100 superclasses, train keeps 500/250/100/50/50 per fine class",
                                      "simclr", cifar.LAYOUT_100),
+    "mnist-scenes": DatasetInfo(scenes.mnist_scenes,
+                                "Waterbirds-like: real MNIST digits on real CIFAR-10 scenes (vehicles vs "
+                                "animals), label digit >= 5, scene agrees 95% in train, 50% in val/test",
+                                "simclr", scenes.LAYOUT),
     "waterbirds": DatasetInfo(waterbirds.waterbirds, "Waterbirds (metadata.csv), stratum = group = 2 * y + place",
                               "simclr", waterbirds.LAYOUT),
     "isic": DatasetInfo(isic.isic, "ISIC lesions, benign vs malignant (CSV + images)", "simclr", isic.LAYOUT),
