@@ -7,7 +7,8 @@ each 32 x 32 row-major) and `labels` (CIFAR-10) or `fine_labels` and `coarse_lab
 10% of train is held out, seeded and stratified by the fine class.
 
     cifar10, cifar10-coarse (animals vs vehicles), cifar100, cifar100-coarse (20 superclasses),
-    cifar100-coarse-u (per superclass 500/250/100/50/50 training points by original fine index)
+    cifar100-coarse-u (per superclass 500/250/100/50/50 training points by original fine index,
+    exactly: its validation images are drawn from the training images the rule removed)
     x [N, 3, 32, 32] uint8
 """
 
@@ -19,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spreadcon.data.base import StrataDataset
-from spreadcon.data.coarse import CIFAR100_U_COUNTS, CIFAR10_COARSE_NAMES, assemble, cifar10_coarse_map, unequal_keep
+from spreadcon.data.base import SPLITS, StrataDataset
+from spreadcon.data.coarse import (CIFAR100_U_COUNTS, CIFAR10_COARSE_NAMES, assemble, cifar10_coarse_map,
+                                    unequal_keep, val_from_removed)
 from spreadcon.data.paths import corrupt, find_dir, require
 from spreadcon.data.splits import check_fraction, hold_out
 from spreadcon.data.validate import integer_ids
@@ -111,11 +113,16 @@ def cifar100(root: Path, seed: int = 0, *, coarse: bool = False, unequal: bool =
     fine = torch.from_numpy(fine_np)
     split = torch.cat([torch.zeros(len(train[0]), dtype=torch.int64), torch.full((len(test[0]),), 2)])
     info = {}
-    if unequal:  # SPEC: per superclass 500/250/100/50/50, train only, seeded, indices kept
+    if unequal:  # SPEC: per superclass 500/250/100/50/50 trained on, seeded, indices kept
         keep = unequal_keep(fine, split, CIFAR100_FINE_TO_COARSE, seed + 2, counts=CIFAR100_U_COUNTS)
+        val = val_from_removed(fine, split, keep, val_fraction, seed)
+        split = torch.where(val, torch.tensor(SPLITS["val"]), split)
+        keep = keep | val
         info["source_index"] = torch.nonzero(keep).squeeze(1).tolist()  # rows of train ++ test
+        info["val_rule"] = "drawn from the training images the -U rule removed"
         x, fine, split = x[keep.numpy()], fine[keep], split[keep]
-    split = hold_out(split, fine, val_fraction, seed)
+    else:
+        split = hold_out(split, fine, val_fraction, seed)
     name = "cifar100" + ("-coarse" if coarse else "") + ("-u" if unequal else "")
     return assemble(name, torch.from_numpy(x), fine, split, list(fine_names), meta=info,
                     fine_to_coarse=CIFAR100_FINE_TO_COARSE if coarse else None,
