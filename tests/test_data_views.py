@@ -44,7 +44,7 @@ def test_simclr_with_randomness_off_is_identity_and_flip_mirrors():
     assert torch.allclose(still(x, 2, gen(0))[:, 1], still.prepare(x), atol=1e-5)
     x_f = x.float() / 255
     ones = torch.ones(6)
-    flipped = augment.crop_resize(x_f, 0 * ones, 0 * ones, ones, ones, ones.bool(), (16, 16))
+    flipped = augment.crop_resize(x_f, 0 * ones, 0 * ones, ones, ones, ones.bool(), size=(16, 16))
     assert torch.allclose(flipped, x_f.flip(-1), atol=1e-6)
 
 
@@ -55,7 +55,7 @@ def test_crop_resize_matches_torchvision_resized_crop():
     cx = torch.full((2,), (left + size / 2) / 16 - 1)
     cy = torch.full((2,), (top + size / 2) / 16 - 1)
     frac = torch.full((2,), size / 32)
-    ours = augment.crop_resize(x, cx, cy, frac, frac, torch.zeros(2, dtype=torch.bool), (8, 8))
+    ours = augment.crop_resize(x, cx, cy, frac, frac, torch.zeros(2, dtype=torch.bool), size=(8, 8))
     ref = TF.resized_crop(x, top, left, size, size, [8, 8], antialias=False)
     assert torch.allclose(ours, ref, atol=1e-5)
 
@@ -192,7 +192,7 @@ def test_authors_mnist_recipe_matches_torchvision_step_by_step():
     factors = torch.stack([0.6 + 0.8 * u(m), 0.6 + 0.8 * u(m), 0.6 + 0.8 * u(m), -0.1 + 0.2 * u(m)], 1)
     order = u(m, 4).argsort(1)
     unit = x.float() / 255
-    crops = augment.crop_resize(unit, cx, cy, box_w, box_h, torch.zeros(m, dtype=torch.bool), (28, 28))
+    crops = augment.crop_resize(unit, cx, cy, box_w, box_h, torch.zeros(m, dtype=torch.bool), size=(28, 28))
     for i in range(m):
         ref = TF.horizontal_flip(crops[i]) if flip[i] else crops[i]
         if apply[i]:

@@ -78,7 +78,7 @@ class Views:
             return augment.shift(x, generator, self.pad) if self.pad > 0 else x
         if self.kind == "simclr":
             x = augment.resized_crop(x, generator, scale=self.crop_scale, flip_p=self.flip_p)
-            x = colour.colour_jitter(x, generator, *self.jitter, p=self.jitter_p,
+            x = colour.colour_jitter(x, generator, strength=self.jitter, p=self.jitter_p,
                                      random_order=self.jitter_random_order)
             return colour.random_grayscale(x, generator, self.gray_p) if x.shape[1] == 3 else x
         return x
