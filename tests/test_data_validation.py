@@ -201,3 +201,22 @@ def test_transforms_accept_numpy_fractions_and_refuse_bool_seeds():
         labelled_fraction(ds, 0.5, seed=True)
     with pytest.raises(ValueError, match="noise rate"):
         data.add_label_noise(ds, True, seed=0)
+
+
+@pytest.mark.parametrize("bad,phrase", [(-1, "must be >= 0"), (0.5, "must be integer ids"), (12, "label 12 but batches.meta names 10 classes")])
+def test_cifar_labels_are_checked_naming_the_batch(tmp_path, bad, phrase):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        labels = [j % 10 for j in range(20)]
+        if i == 2:
+            labels[3] = bad
+        with open(folder / name, "wb") as f:
+            pickle.dump({"labels": labels, "data": np.zeros((20, 3072), np.uint8)}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    with pytest.raises(ValueError, match=phrase) as err:
+        load("cifar10", root=tmp_path)
+    assert "data_batch_3" in str(err.value)

@@ -85,6 +85,10 @@ def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: fl
     names = read_pickle(folder / "batches.meta", LAYOUT_10).get("label_names")
     if names is None or len(names) != 10:
         raise corrupt(folder / "batches.meta", "it has no list of 10 label_names")
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for file, (_, labels) in zip(files, [*parts, test]):
+        if labels.max(initial=0) >= len(names):
+            raise corrupt(folder / file, f"label {labels.max()} but batches.meta names {len(names)} classes")
     x = np.concatenate([p[0] for p in parts] + [test[0]])
     fine = torch.from_numpy(np.concatenate([p[1] for p in parts] + [test[1]]))
     split = torch.cat([torch.zeros(len(x) - len(test[0]), dtype=torch.int64), torch.full((len(test[0]),), 2)])
