@@ -148,14 +148,29 @@ def test_cifar100_fine_coarse_and_unequal_counts(tmp_path):
     assert coarse.num_classes == 20 and coarse.num_strata == 100
     assert torch.equal(coarse.label, torch.tensor(CIFAR100_FINE_TO_COARSE)[coarse.stratum])
     u = load("cifar100-coarse-u", root=tmp_path, seed=5)
-    pool = u.split != 2
-    kept = torch.bincount(u.stratum[pool], minlength=100)
-    assert kept[members].tolist() == [500, 250, 100, 50, 50]  # by original fine index
+    kept = torch.bincount(u.stratum[u.split == 0], minlength=100)
+    assert kept[members].tolist() == [500, 250, 100, 50, 50]  # exactly, in the split trained on
     assert int(kept[[f for f in range(100) if CIFAR100_FINE_TO_COARSE[f] == 1][:2]].sum()) == 6  # capped at 3 each
+    # validation comes from the removed images: 10% of each class's 510, capped at what was removed
+    # (the largest class keeps 500 of 510; with CIFAR's 500 per class it gives none)
+    val = torch.bincount(u.stratum[u.split == 1], minlength=100)
+    assert val[members].tolist() == [10, 51, 51, 51, 51] and int(val.sum()) == 10 + 4 * 51
+    assert len(set(u.meta["source_index"])) == len(u)
+    no_val = load("cifar100-coarse-u", root=tmp_path, seed=5, val_fraction=0)
+    assert not (no_val.split == 1).any()
+    assert torch.bincount(no_val.stratum[no_val.split == 0], minlength=100)[members].tolist() == [500, 250, 100, 50, 50]
     assert int((u.split == 2).sum()) == 20  # test untouched
     assert torch.equal(u.x, coarse.x[torch.tensor(u.meta["source_index"])])
     again = load("cifar100-coarse-u", root=tmp_path, seed=5)
     assert again.meta["source_index"] == u.meta["source_index"]
+
+
+def test_cifar100_u_with_the_real_500_per_class_trains_on_exact_counts(tmp_path):
+    members = [f for f in range(100) if CIFAR100_FINE_TO_COARSE[f] == 0]
+    write_cifar100(tmp_path, {f: 500 for f in members} | {f: 2 for f in range(100) if f not in members})
+    u = load("cifar100-coarse-u", root=tmp_path, seed=1)
+    assert torch.bincount(u.stratum[u.split == 0], minlength=100)[members].tolist() == [500, 250, 100, 50, 50]
+    assert torch.bincount(u.stratum[u.split == 1], minlength=100)[members].tolist() == [0, 50, 50, 50, 50]
 
 
 def test_cifar100_inconsistent_coarse_labels_refused(tmp_path):

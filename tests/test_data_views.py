@@ -44,7 +44,7 @@ def test_simclr_with_randomness_off_is_identity_and_flip_mirrors():
     assert torch.allclose(still(x, 2, gen(0))[:, 1], still.prepare(x), atol=1e-5)
     x_f = x.float() / 255
     ones = torch.ones(6)
-    flipped = augment.crop_resize(x_f, 0 * ones, 0 * ones, ones, ones, ones.bool(), (16, 16))
+    flipped = augment.crop_resize(x_f, 0 * ones, 0 * ones, ones, ones, ones.bool(), size=(16, 16))
     assert torch.allclose(flipped, x_f.flip(-1), atol=1e-6)
 
 
@@ -55,7 +55,7 @@ def test_crop_resize_matches_torchvision_resized_crop():
     cx = torch.full((2,), (left + size / 2) / 16 - 1)
     cy = torch.full((2,), (top + size / 2) / 16 - 1)
     frac = torch.full((2,), size / 32)
-    ours = augment.crop_resize(x, cx, cy, frac, frac, torch.zeros(2, dtype=torch.bool), (8, 8))
+    ours = augment.crop_resize(x, cx, cy, frac, frac, torch.zeros(2, dtype=torch.bool), size=(8, 8))
     ref = TF.resized_crop(x, top, left, size, size, [8, 8], antialias=False)
     assert torch.allclose(ours, ref, atol=1e-5)
 
@@ -167,3 +167,41 @@ def test_cpu_generator_drives_cuda_data_identically():
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
     cuda_gen = torch.Generator(device="cuda").manual_seed(0)
     assert views(x.cuda(), 2, cuda_gen).shape == cpu.shape
+
+
+def test_authors_mnist_recipe_matches_torchvision_step_by_step():
+    ds = load("mnist5k-coarse")
+    views = default_views(ds, recipe="authors")
+    assert (views.kind, views.crop_scale, views.flip_p, views.jitter, views.jitter_p, views.gray_p) == \
+        ("simclr", (0.2, 1.0), 0.5, (0.4, 0.4, 0.4, 0.1), 0.8, 0.0)
+    assert default_views(ds).kind == "digits"  # ours stays the default
+    x = ds.x[:12]
+    out = views(x, 1, gen(3))[:, 0]
+    assert out.shape == (12, 1, 28, 28)  # 28 px, one channel: no grayscale step
+    # the same draws, in the order the batched ops take them, replayed with torchvision's ops
+    g, m = gen(3), 12
+    u = lambda *shape: torch.rand(shape, generator=g)  # noqa: E731
+    s = 0.2 + 0.8 * u(m)
+    r = torch.exp(torch.log(torch.tensor(3 / 4)) + (torch.log(torch.tensor(4 / 3)) - torch.log(torch.tensor(3 / 4))) * u(m))
+    r = torch.minimum(torch.maximum(r, s), 1 / s)
+    box_w = torch.sqrt(s * r).clamp(max=1.0)
+    box_h = (s / box_w).clamp(max=1.0)
+    cx, cy = (1 - box_w) * (2 * u(m) - 1), (1 - box_h) * (2 * u(m) - 1)
+    flip = u(m) < 0.5
+    apply = u(m) < 0.8
+    factors = torch.stack([0.6 + 0.8 * u(m), 0.6 + 0.8 * u(m), 0.6 + 0.8 * u(m), -0.1 + 0.2 * u(m)], 1)
+    order = u(m, 4).argsort(1)
+    unit = x.float() / 255
+    crops = augment.crop_resize(unit, cx, cy, box_w, box_h, torch.zeros(m, dtype=torch.bool), size=(28, 28))
+    for i in range(m):
+        ref = TF.horizontal_flip(crops[i]) if flip[i] else crops[i]
+        if apply[i]:
+            for j in order[i].tolist():  # saturation and hue leave one channel as it is, as here
+                ref = TV_OPS[j](ref, factors[i, j].item())
+        ref = TF.normalize(ref, list(views.mean), list(views.std))
+        assert torch.allclose(out[i], ref, atol=1e-4), i
+    small = load("digits")  # the recipe names: unknown refused, vectors refused
+    with pytest.raises(ValueError, match="unknown views recipe"):
+        default_views(small, recipe="paper")
+    with pytest.raises(ValueError, match="holds vectors"):
+        default_views(load("strata", n=200), recipe="authors")

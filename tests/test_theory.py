@@ -178,3 +178,23 @@ def test_tables_for_the_reproduce_command():
         part = [r for r in table if r["t"] == t]
         assert sum(r["closed_form"] for r in part) == pytest.approx(1.0)
         assert sum(r["simulated_iid"] for r in part) == pytest.approx(1.0)
+
+
+def test_one_generative_model_for_theory_and_the_strata_dataset():
+    from spreadcon.data import load
+    from spreadcon.data.synthetic import StrataModel
+
+    assert theory.StrataModel is StrataModel  # Section 2.1 exists once
+    ds = load("strata", seed=4, K=3, m=2, d=5, stratum_sep=2.0, stratum_probs=[3.0, 1.0])
+    model = StrataModel(num_classes=3, within=(3.0, 1.0), dim=5, stratum_sep=2.0, seed=4)
+    np.testing.assert_allclose(model.means.numpy(), np.array(ds.meta["centres"]), atol=1e-6)
+    np.testing.assert_allclose(model.p, ds.meta["stratum_probs"], atol=1e-6)
+    np.testing.assert_allclose(model.p, [0.25, 1 / 12] * 3)
+    # the strata of one class sit at stratum_sep around a class centre of norm class_sep
+    centres = model.means.view(3, 2, 5)
+    gap = (centres[:, 0] - centres[:, 1]).norm(dim=1)
+    assert (gap <= 2 * 2.0 + 1e-9).all() and (gap > 0).all()
+    assert theory.section41_model().within == (0.48, 0.48, 0.04)
+    for bad in ({"num_classes": 1}, {"within": (1.0, 0.0)}, {"stratum_sep": -1.0}, {"dim": True}):
+        with pytest.raises(ValueError):
+            StrataModel(**bad)

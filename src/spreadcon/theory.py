@@ -16,7 +16,6 @@ Three pieces, each checkable against a simulation:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from spreadcon.data.synthetic import StrataModel
 
 CASES = ("both", "only_z", "only_z2", "neither")
 
@@ -201,47 +202,15 @@ def lemma3_table(settings: Sequence[tuple[int, int]] = ((2, 1), (2, 5), (10, 1),
 
 
 # --- 3. Section 4.1: strata distances as the training fraction t grows ------------------------
-@dataclass
-class StrataModel:
-    """The paper's generative model (Section 2.1) in its simplest form: Gaussian strata.
+# The generative model of Section 2.1 lives once, in spreadcon.data.synthetic (it also builds the
+# `strata` dataset). Section 4.1 uses two common strata (48% of a class each) and a rare one (4%),
+# well separated, so that a rare stratum's presence in D_t is what decides its distance.
+SECTION_41 = {"within": (0.48, 0.48, 0.04), "stratum_sep": 4.0}
 
-    K classes with len(within) strata each; a stratum of class y has within[j] of the class's
-    mass, so p(z) = within[j] / K. Inputs x ~ N(mu_z, noise^2 I) in R^dim, where mu_z is the
-    class centre (norm `class_sep`) plus a stratum offset (norm `strata_sep`), all seeded.
-    Default: per class two common strata (48% each) and a rare one (4%).
-    """
 
-    num_classes: int = 2
-    within: tuple[float, ...] = (0.48, 0.48, 0.04)
-    dim: int = 16
-    class_sep: float = 3.0
-    strata_sep: float = 4.0
-    noise: float = 0.5
-    seed: int = 0
-    means: Tensor = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if abs(sum(self.within) - 1) > 1e-6 or min(self.within) <= 0:
-            raise ValueError(f"within-class stratum shares must be positive and sum to 1, got {self.within}")
-        g = torch.Generator().manual_seed(self.seed)
-        unit = lambda t: t / t.norm(dim=-1, keepdim=True)  # noqa: E731
-        centres = self.class_sep * unit(torch.randn(self.num_classes, 1, self.dim, generator=g))
-        offsets = self.strata_sep * unit(torch.randn(self.num_classes, len(self.within), self.dim, generator=g))
-        self.means = (centres + offsets).reshape(-1, self.dim)         # [C, dim]
-
-    @property
-    def p(self) -> np.ndarray:
-        """[C] stratum probabilities p(z); stratum z belongs to class z // m."""
-        return np.tile(np.asarray(self.within), self.num_classes) / self.num_classes
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """n i.i.d. points: x [n, dim] float32, label [n], stratum [n] (int64)."""
-        z = torch.multinomial(torch.as_tensor(self.p), n, replacement=True, generator=generator)
-        return self.sample_strata(z, generator), z // len(self.within), z
-
-    def sample_strata(self, z: Tensor, generator: torch.Generator) -> Tensor:
-        """x [n, dim] for given strata z [n]."""
-        return (self.means[z] + self.noise * torch.randn(len(z), self.dim, generator=generator)).float()
+def section41_model(seed: int = 0) -> StrataModel:
+    """The thought experiment's default model: StrataModel(**SECTION_41, seed=seed)."""
+    return StrataModel(**SECTION_41, seed=seed)
 
 
 def strata_centre_distance(emb: Tensor, stratum: Tensor, z: int, z2: int) -> float:
@@ -288,8 +257,8 @@ def thought_experiment(fractions: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
     """
     from spreadcon.losses import LOSSES  # the losses module is heavier; import on use
 
-    model = model or StrataModel()
-    m = len(model.within)
+    model = model or section41_model()
+    m = model.m
     if m < 3:
         raise ValueError("the thought experiment needs >= 3 strata per class (two common, one rare)")
     data_gen = torch.Generator().manual_seed(model.seed)
@@ -326,7 +295,7 @@ def plot_thought_experiment(rows: list[dict], path: str | Path, *, model: Strata
     markers: simulated subsamples of the n_train-point training set)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
-    model = model or StrataModel()
+    model = model or section41_model()
     fig = Figure(figsize=(10, 4))
     ax, bx = fig.subplots(1, 2)
     for (loss, pair) in sorted({(r["loss"], r["pair"]) for r in rows}):

@@ -47,10 +47,10 @@ def resized_crop(x: Tensor, generator: torch.Generator | None, scale: tuple[floa
     cx = (1 - box_w) * uniform((m,), -1.0, 1.0, generator, x.device)  # centre in [-1, 1] coordinates
     cy = (1 - box_h) * uniform((m,), -1.0, 1.0, generator, x.device)
     flip = bernoulli(m, flip_p, generator, x.device)
-    return crop_resize(x, cx, cy, box_w, box_h, flip, (out_h, out_w))
+    return crop_resize(x, cx, cy, box_w, box_h, flip, size=(out_h, out_w))
 
 
-def crop_resize(x: Tensor, cx: Tensor, cy: Tensor, box_w: Tensor, box_h: Tensor, flip: Tensor,
+def crop_resize(x: Tensor, cx: Tensor, cy: Tensor, box_w: Tensor, box_h: Tensor, flip: Tensor, *,
                 size: tuple[int, int]) -> Tensor:
     """Crop box b (centre cx, cy in [-1, 1] image coordinates, width/height as fractions of the
     image) out of image b, mirror it where flip[b], resize bilinearly to `size`. All [M]."""

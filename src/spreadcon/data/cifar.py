@@ -7,7 +7,8 @@ each 32 x 32 row-major) and `labels` (CIFAR-10) or `fine_labels` and `coarse_lab
 10% of train is held out, seeded and stratified by the fine class.
 
     cifar10, cifar10-coarse (animals vs vehicles), cifar100, cifar100-coarse (20 superclasses),
-    cifar100-coarse-u (per superclass 500/250/100/50/50 training points by original fine index)
+    cifar100-coarse-u (per superclass 500/250/100/50/50 training points by original fine index,
+    exactly: its validation images are drawn from the training images the rule removed)
     x [N, 3, 32, 32] uint8
 """
 
@@ -19,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spreadcon.data.base import StrataDataset
-from spreadcon.data.coarse import CIFAR100_U_COUNTS, CIFAR10_COARSE_NAMES, assemble, cifar10_coarse_map, unequal_keep
+from spreadcon.data.base import SPLITS, StrataDataset
+from spreadcon.data.coarse import (CIFAR100_U_COUNTS, CIFAR10_COARSE_NAMES, assemble, cifar10_coarse_map,
+                                    unequal_keep, val_from_removed)
 from spreadcon.data.paths import corrupt, find_dir, require
 from spreadcon.data.splits import check_fraction, hold_out
+from spreadcon.data.validate import integer_ids
 
 LAYOUT_10 = """  ROOT/cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch, batches.meta
 (the python version of CIFAR-10, as torchvision.datasets.CIFAR10(ROOT, download=True) leaves it)"""
@@ -55,7 +58,10 @@ def batch_arrays(path: Path, keys: tuple[str, ...], layout: str) -> tuple[np.nda
     if missing:
         raise corrupt(path, f"the batch has no {missing} (keys: {sorted(d)})")
     data = np.asarray(d["data"], dtype=np.uint8)
-    labels = [np.asarray(d[k], dtype=np.int64) for k in keys]
+    try:
+        labels = [integer_ids(d[k], k, str(path)) for k in keys]
+    except ValueError as err:
+        raise corrupt(path, str(err)) from None
     if data.ndim != 2 or data.shape[1] != 3072 or any(y.shape != (len(data),) for y in labels):
         raise corrupt(path, f"data {data.shape} should be [N, 3072] with {keys} of length N")
     return (data.reshape(-1, 3, 32, 32), *labels)
@@ -70,7 +76,7 @@ def fetch(root: Path, which: str) -> None:
 
 def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: float = 0.1,
             download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     if download:
         fetch(root, "10")
     folder = find_dir(root, "data_batch_1", ("cifar-10-batches-py", ""), LAYOUT_10)
@@ -79,6 +85,10 @@ def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: fl
     names = read_pickle(folder / "batches.meta", LAYOUT_10).get("label_names")
     if names is None or len(names) != 10:
         raise corrupt(folder / "batches.meta", "it has no list of 10 label_names")
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for file, (_, labels) in zip(files, [*parts, test]):
+        if labels.max(initial=0) >= len(names):
+            raise corrupt(folder / file, f"label {labels.max()} but batches.meta names {len(names)} classes")
     x = np.concatenate([p[0] for p in parts] + [test[0]])
     fine = torch.from_numpy(np.concatenate([p[1] for p in parts] + [test[1]]))
     split = torch.cat([torch.zeros(len(x) - len(test[0]), dtype=torch.int64), torch.full((len(test[0]),), 2)])
@@ -90,7 +100,7 @@ def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: fl
 
 def cifar100(root: Path, seed: int = 0, *, coarse: bool = False, unequal: bool = False,
              val_fraction: float = 0.1, download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     if download:
         fetch(root, "100")
     folder = find_dir(root, "train", ("cifar-100-python", ""), LAYOUT_100)
@@ -107,11 +117,16 @@ def cifar100(root: Path, seed: int = 0, *, coarse: bool = False, unequal: bool =
     fine = torch.from_numpy(fine_np)
     split = torch.cat([torch.zeros(len(train[0]), dtype=torch.int64), torch.full((len(test[0]),), 2)])
     info = {}
-    if unequal:  # SPEC: per superclass 500/250/100/50/50, train only, seeded, indices kept
+    if unequal:  # SPEC: per superclass 500/250/100/50/50 trained on, seeded, indices kept
         keep = unequal_keep(fine, split, CIFAR100_FINE_TO_COARSE, seed + 2, counts=CIFAR100_U_COUNTS)
+        val = val_from_removed(fine, split, keep, val_fraction, seed)
+        split = torch.where(val, torch.tensor(SPLITS["val"]), split)
+        keep = keep | val
         info["source_index"] = torch.nonzero(keep).squeeze(1).tolist()  # rows of train ++ test
+        info["val_rule"] = "drawn from the training images the -U rule removed"
         x, fine, split = x[keep.numpy()], fine[keep], split[keep]
-    split = hold_out(split, fine, val_fraction, seed)
+    else:
+        split = hold_out(split, fine, val_fraction, seed)
     name = "cifar100" + ("-coarse" if coarse else "") + ("-u" if unequal else "")
     return assemble(name, torch.from_numpy(x), fine, split, list(fine_names), meta=info,
                     fine_to_coarse=CIFAR100_FINE_TO_COARSE if coarse else None,

@@ -65,3 +65,21 @@ def unequal_keep(fine: Tensor, split: Tensor, fine_to_coarse: list[int], seed: i
             n = counts[rank] if counts is not None else int(round(fractions[rank] * len(rows)))
             keep[rng.permutation(rows)[: min(n, len(rows))]] = True
     return torch.from_numpy(keep)
+
+
+def val_from_removed(fine: Tensor, split: Tensor, keep: Tensor, fraction: float, seed: int) -> Tensor:
+    """bool [N]: a validation set drawn from the training rows a -U variant removed, so that the
+    kept training rows keep their exact counts (CIFAR100-Coarse-U: 500/250/100/50/50).
+
+    Per fine class, round(fraction * n) of its n original training rows (50 of 500 at 10%),
+    capped at what was removed: the largest fine class of each superclass keeps all its rows
+    and has none to give, so its validation share is empty (docs/datasets.md)."""
+    rng = np.random.default_rng(seed)
+    fine_np, train = fine.numpy(), (split == SPLITS["train"]).numpy()
+    removed = train & ~keep.numpy()
+    val = np.zeros(len(fine_np), dtype=bool)
+    for f in np.unique(fine_np[train]):
+        quota = int(round(fraction * int((train & (fine_np == f)).sum())))
+        rows = np.flatnonzero(removed & (fine_np == f))
+        val[rng.permutation(rows)[:quota]] = True
+    return torch.from_numpy(val)

@@ -46,13 +46,15 @@ def hsv_to_rgb(x: Tensor) -> Tensor:
     return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
-def colour_jitter(x: Tensor, generator: torch.Generator | None, brightness: float = 0.4,
-                  contrast: float = 0.4, saturation: float = 0.4, hue: float = 0.1, p: float = 1.0,
+def colour_jitter(x: Tensor, generator: torch.Generator | None, *,
+                  strength: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1), p: float = 1.0,
                   random_order: bool = True) -> Tensor:
     """ColorJitter with probability p per image (torchvision's RandomApply([ColorJitter(...)], p)):
     factors ~ U(1 - v, 1 + v), hue shift ~ U(-hue, hue), the four adjustments in a random order
     per image as torchvision draws it (random_order=False: always brightness, contrast,
-    saturation, hue, which saves a few kernel launches)."""
+    saturation, hue, which saves a few kernel launches). strength = (brightness, contrast,
+    saturation, hue) as torchvision's ColorJitter arguments."""
+    brightness, contrast, saturation, hue = strength
     m, device = x.shape[0], x.device
     apply = bernoulli(m, p, generator, device)
     factors = torch.stack([uniform((m,), 1 - brightness, 1 + brightness, generator, device),

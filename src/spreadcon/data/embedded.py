@@ -45,7 +45,7 @@ def split_digits(name: str, images: np.ndarray, digits: np.ndarray, seed: int, *
                  unequal: bool, test_fraction: float, val_fraction: float) -> StrataDataset:
     """Hold out test, optionally make strata unequal in train, hold out val; build the dataset."""
     check_fraction("test_fraction", test_fraction)
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     x = torch.from_numpy(images).unsqueeze(1)  # [N, 1, H, W]
     fine = torch.from_numpy(digits)
     split = hold_out(torch.zeros(len(fine), dtype=torch.int64), fine, test_fraction, seed, target="test")

@@ -39,7 +39,7 @@ def folder(root: Path, seed: int = 0, *, image_size: int | None = None, mode: st
            coarse_csv: str | None = None, test_fraction: float = 0.2, val_fraction: float = 0.1) -> StrataDataset:
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder. Expected layout:\n{LAYOUT}")
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     pools = {s: class_images(root / s) for s in SPLITS if (root / s).is_dir()} if presplit else {"train": class_images(root)}
     names = sorted({c for pool in pools.values() for c in pool})

@@ -82,7 +82,7 @@ def isic(root: Path, seed: int = 0, *, csv: str | None = None, id_column: str | 
         split = torch.tensor([parse_split(r["split"], table) for r in rows])
     else:
         check_fraction("test_fraction", test_fraction)
-        check_fraction("val_fraction", val_fraction)
+        check_fraction("val_fraction", val_fraction, allow_zero=True)
         split = train_val_test(stratum, test_fraction, val_fraction, seed)
     x = read_images([images[r[id_col]] for r in rows], image_size)
     return StrataDataset(name="isic", x=x, label=label, stratum=stratum, split=split, class_names=CLASS_NAMES,

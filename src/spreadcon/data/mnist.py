@@ -53,7 +53,7 @@ def idx_file(folder: Path, stem: str) -> Path:
 
 def mnist(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: float = 0.1,
           download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     if download:
         import torchvision
 

@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import torch
 
-from spreadcon.data import cifar, embedded, folder, isic, mnist, npz, spurious, synthetic, waterbirds
+from spreadcon.data import cifar, embedded, folder, isic, mnist, npz, scenes, spurious, synthetic, waterbirds
 from spreadcon.data.base import SPLITS, StrataDataset
+from spreadcon.data.validate import as_number, check_dataset, check_options
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100-coarse-u": DatasetInfo(partial(cifar.cifar100, coarse=True, unequal=True),
                                      "CIFAR-100 superclasses, train keeps 500/250/100/50/50 per fine class",
                                      "simclr", cifar.LAYOUT_100),
+    "mnist-scenes": DatasetInfo(scenes.mnist_scenes,
+                                "Waterbirds-like: real MNIST digits on real CIFAR-10 scenes (vehicles vs "
+                                "animals), label digit >= 5, scene agrees 95% in train, 50% in val/test",
+                                "simclr", scenes.LAYOUT),
     "waterbirds": DatasetInfo(waterbirds.waterbirds, "Waterbirds (metadata.csv), stratum = group = 2 * y + place",
                               "simclr", waterbirds.LAYOUT),
     "isic": DatasetInfo(isic.isic, "ISIC lesions, benign vs malignant (CSV + images)", "simclr", isic.LAYOUT),
@@ -78,6 +83,8 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, **options: An
     if unknown:
         raise ValueError(f"dataset {name!r} has no option(s) {unknown}; its options are "
                          f"{info.options or 'none'}")
+    options = check_options(info.build, options)
+    seed = as_number("seed", seed, integer=True)
     try:
         json.dumps(options)
     except TypeError as err:
@@ -89,10 +96,8 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, **options: An
         if root is None:
             raise ValueError(f"dataset {name!r} is read from your files: pass root=DIR laid out as\n{info.layout}")
         ds = info.build(Path(root).expanduser(), seed=seed, **options)
-    for split, index in SPLITS.items():
-        if not (ds.split == index).any():
-            raise ValueError(f"dataset {name!r} came out with an empty {split} split; "
-                             f"it has {len(ds)} points in all: use more data or other fractions")
+    check_splits(ds, name, allow_empty_val=options.get("val_fraction", info.options.get("val_fraction")) == 0)
+    check_dataset(ds, f"dataset {name!r}" + (f" from {root}" if root is not None and info.layout else ""))
     views = info.views if info.views != "auto" else (
         "vector" if not ds.is_image else "digits" if ds.x.shape[1] == 1 else "simclr")
     ds.meta.update(dataset=name, seed=seed, options=dict(options),
@@ -100,6 +105,16 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, **options: An
     ds.meta.update(channel_stats(ds))
     ds.origin = torch.arange(len(ds))
     return ds
+
+
+def check_splits(ds: StrataDataset, name: str, *, allow_empty_val: bool) -> None:
+    """Refuse an empty train or test split, and an empty val split unless val_fraction=0 asked for
+    one (the paper's final runs train on the whole training split; see docs/datasets.md)."""
+    for split, index in SPLITS.items():
+        if not (ds.split == index).any() and not (split == "val" and allow_empty_val):
+            raise ValueError(f"dataset {name!r} came out with an empty {split} split; "
+                             f"it has {len(ds)} points in all: use more data or other fractions")
+    ds.meta["val_split"] = "empty (val_fraction=0)" if not (ds.split == SPLITS["val"]).any() else "held out"
 
 
 def channel_stats(ds: StrataDataset, chunk: int = 1024) -> dict[str, list[float]]:

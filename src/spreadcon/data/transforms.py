@@ -13,6 +13,7 @@ import torch
 
 from spreadcon.data.base import SPLITS, StrataDataset
 from spreadcon.data.splits import check_fraction, stratified_pick
+from spreadcon.data.validate import as_fraction, as_number
 
 
 def train_rows(ds: StrataDataset) -> torch.Tensor:
@@ -29,7 +30,8 @@ def add_label_noise(ds: StrataDataset, rate: float, seed: int) -> StrataDataset:
     from the K - 1 other classes. `clean_label` keeps the labels as they were before the first
     noise (so evaluation can compare); strata, splits and val/test labels are unchanged.
     """
-    check_fraction("noise rate", rate, allow_zero=True)
+    rate = check_fraction("noise rate", rate, allow_zero=True)
+    seed = as_number("seed", seed, integer=True)
     if ds.num_classes < 2:
         raise ValueError("label noise needs at least 2 classes")
     rows = train_rows(ds)
@@ -51,8 +53,8 @@ def subsample(ds: StrataDataset, fraction: float, seed: int, stratified: bool = 
     the hidden strata are never used, so rare strata may vanish, as in Appendix C.2.
     `origin` maps the kept rows back to the dataset as loaded.
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"subsample fraction must lie in (0, 1], got {fraction!r}")
+    fraction = as_fraction("subsample fraction", fraction, high_open=False)
+    seed = as_number("seed", seed, integer=True)
     rows = train_rows(ds)
     by = ds.label[rows] if stratified else torch.zeros(len(rows), dtype=torch.int64)
     keep = torch.ones(len(ds), dtype=torch.bool)
@@ -73,8 +75,8 @@ def labelled_fraction(ds: StrataDataset, fraction: float, seed: int) -> StrataDa
     With label noise, classes are those of `clean_label` (SPEC: the CE head trains on a clean
     fraction of the labels; the trainer reads clean_label for these rows).
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"labelled fraction must lie in (0, 1], got {fraction!r}")
+    fraction = as_fraction("labelled fraction", fraction, high_open=False)
+    seed = as_number("seed", seed, integer=True)
     rows = train_rows(ds)
     classes = (ds.clean_label if ds.clean_label is not None else ds.label)[rows]
     labelled = torch.ones(len(ds), dtype=torch.bool)

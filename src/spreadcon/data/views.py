@@ -14,7 +14,8 @@ per-channel normalisation with the training set's mean/std. `prepare(x)` is the 
 alone (evaluation). out[b, v] is view v of image b. All random parameters come from
 `generator` and are drawn on its device (data/augment.py), so a seeded CPU generator gives the
 same views whether the images live on the CPU or on a GPU; None uses torch's default generator.
-"none" applies no augmentation (normalisation only).
+"none" applies no augmentation (normalisation only). `default_views(ds, recipe="authors")` gives
+the authors' recipe (simclr family; for MNIST 28 px, no grayscale) next to ours.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Views:
             return augment.shift(x, generator, self.pad) if self.pad > 0 else x
         if self.kind == "simclr":
             x = augment.resized_crop(x, generator, scale=self.crop_scale, flip_p=self.flip_p)
-            x = colour.colour_jitter(x, generator, *self.jitter, p=self.jitter_p,
+            x = colour.colour_jitter(x, generator, strength=self.jitter, p=self.jitter_p,
                                      random_order=self.jitter_random_order)
             return colour.random_grayscale(x, generator, self.gray_p) if x.shape[1] == 3 else x
         return x
@@ -88,9 +89,22 @@ def to_unit(x: Tensor) -> Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
-def default_views(ds: StrataDataset) -> Views:
-    """The dataset's default views: its kind from ds.meta["views"], normalised by its train statistics."""
+RECIPES = ("ours", "authors")
+
+
+def default_views(ds: StrataDataset, recipe: str = "ours") -> Views:
+    """The dataset's default views, normalised by its train statistics.
+
+    recipe="ours": the family in ds.meta["views"] (digits: shifts only). recipe="authors": the
+    authors' image recipe for every image dataset (SPEC, recipe notes): random resized crop
+    0.2-1 to the input size (28 px for MNIST), flip 0.5, colour jitter (0.4, 0.4, 0.4, 0.1)
+    p 0.8, grayscale p 0.2 for RGB and none for one-channel digits (on one channel the jitter
+    is brightness and contrast, as torchvision's ColorJitter does it)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown views recipe {recipe!r}; choose one of {list(RECIPES)}")
     kind = ds.meta.get("views") or ("vector" if not ds.is_image else "digits" if ds.x.shape[1] == 1 else "simclr")
+    if recipe == "authors" and not ds.is_image:
+        raise ValueError(f"recipe 'authors' is an image augmentation; {ds.name} holds vectors: use recipe='ours'")
     if kind == "vector":  # noise at 10% of the training features' typical spread
         train = ds.x[ds.split == 0].float()
         scale = float(train.std(0).mean()) if len(train) > 1 else 1.0
@@ -98,5 +112,7 @@ def default_views(ds: StrataDataset) -> Views:
     c = ds.x.shape[1]
     mean = tuple(ds.meta.get("mean", [0.5] * c))
     std = tuple(ds.meta.get("std", [0.25] * c))
+    if recipe == "authors":
+        return Views(kind="simclr", mean=mean, std=std, gray_p=0.2 if c == 3 else 0.0)
     pad = max(1, round(ds.x.shape[-1] / 14))  # 2 px at 28 px (MNIST), 1 px at 8 px (digits)
     return Views(kind=kind, mean=mean, std=std, pad=pad)
