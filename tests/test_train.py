@@ -297,13 +297,14 @@ def test_ce_term_sees_only_labelled_examples():
     views = default_views(ds)
     x, y = ds.x[:8], ds.label[:8]
     acc = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "contrastive", "ce", "correct", "seen", "images")}
+    ctx = train_mod.StepContext(model, None, views, cfg)
 
     def step(labelled):
         gen = torch.Generator().manual_seed(0)
         model.eval()  # BatchNorm in eval mode: the two calls compute the same logits
-        out = train_mod._step(model, None, views, cfg, train_mod.nullcontext(), gen, [], 0, x, y, y,
-                              labelled, torch.arange(8), acc)
-        return float(out["loss"]), model.head.weight.grad
+        batch = train_mod.Batch(x, y, y, labelled, torch.arange(8))
+        out = train_mod.train_step(ctx, batch, generator=gen, step=0, acc=acc)
+        return float(out), model.head.weight.grad
 
     loss, grad = step(torch.zeros(8, dtype=torch.bool))
     assert loss == 0.0 and torch.count_nonzero(grad) == 0
