@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 
 class Encoder(nn.Module):
-    def __init__(self, backbone: nn.Module, feature_dim: int, input_shape: tuple[int, ...],
+    def __init__(self, backbone: nn.Module, feature_dim: int, input_shape: tuple[int, ...], *,
                  proj: nn.Module | None = None, embed_dim: int | None = None, name: str = "",
                  options: dict[str, Any] | None = None) -> None:
         super().__init__()
