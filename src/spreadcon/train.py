@@ -301,22 +301,20 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = 
     torchrun (WORLD_SIZE > 1) it trains with DDP: see spreadcon.distributed."""
     config.validate()
     owns_group = distributed.init_from_env()  # under torchrun: join the process group
-    try:
-        run = prepare(config, callbacks)      # every check; nothing written yet
-        with runs.writing(config, run.fingerprint, resume=resume, overwrite=overwrite, main=run.main):
-            state = new_state(run)
-            if resume:
-                resume_state(run, state)
-            elif run.main:
-                start_run_folder(run)
-            fit(run, state)
-            if run.main:
-                finish(run, state)
-            distributed.barrier()  # the run folder is complete when any process returns
-        return run.run_dir
-    finally:
-        if owns_group:
-            distributed.teardown()
+    run = prepare(config, callbacks)          # every check; nothing written yet
+    with runs.writing(config, run.fingerprint, resume=resume, overwrite=overwrite, main=run.main):
+        state = new_state(run)
+        if resume:
+            resume_state(run, state)
+        elif run.main:
+            start_run_folder(run)
+        fit(run, state)
+        if run.main:
+            finish(run, state)
+        distributed.barrier()  # the run folder is complete when any process returns
+    if owns_group:  # after an error the group stays up, so the caller can still synchronise
+        distributed.teardown()
+    return run.run_dir
 
 
 def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
