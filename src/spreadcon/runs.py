@@ -358,11 +358,20 @@ def writing(config: TrainConfig, fingerprint: dict[str, Any], *, resume: bool, o
     run_dir = Path(config.out_dir)
     lock = RunLock(run_dir)
     try:
+        refusal = None
         if main:
-            check_out_dir(run_dir)
-            lock.acquire()
-            check_existing(config, run_dir, fingerprint, resume=resume, overwrite=overwrite)
-        distributed.barrier()  # no process starts writing before all have checked the folder
+            try:
+                check_out_dir(run_dir)
+                lock.acquire()
+                check_existing(config, run_dir, fingerprint, resume=resume, overwrite=overwrite)
+            except ValueError as err:
+                refusal = err
+        # every process learns rank 0's verdict (so none waits at a barrier for a refused run)
+        message = distributed.broadcast_object(None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise ValueError(message)
         yield run_dir
     finally:
         lock.release()
