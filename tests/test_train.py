@@ -315,3 +315,10 @@ def test_ce_term_sees_only_labelled_examples():
         xv = views(x, 2, torch.Generator().manual_seed(0))
         _, logits = model(xv[3])
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y[3].repeat(2))), rel=1e-5)
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):
+    plain = runs.read_metrics(train(tiny(tmp_path, "a", epochs=1)))
+    nhwc = runs.read_metrics(train(tiny(tmp_path, "b", epochs=1, channels_last=True)))
+    assert nhwc[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-3)
+    assert nhwc[0]["val_acc"] == pytest.approx(plain[0]["val_acc"], abs=0.05)

@@ -59,6 +59,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0          # linear warm-up, then cosine decay to 0 at the last step
     grad_clip: float | None = None      # max global gradient norm; None: no clipping
     amp: bool = True                    # bfloat16 autocast, used on CUDA only
+    channels_last: bool = False         # NHWC memory layout for image models (speed; not bit-identical)
     sync_batchnorm: bool = False        # under torchrun: BatchNorm -> SyncBatchNorm (CUDA only)
     probe_epochs: int = 100             # linear probe of protocol "contrastive_then_probe"
     probe_lr: float = 1e-3
