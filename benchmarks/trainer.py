@@ -2,6 +2,7 @@
 
     python benchmarks/trainer.py                      # mnist5k-coarse, cnn, L_spread + CE head, 3 epochs
     python benchmarks/trainer.py --encoder cnn-test --dataset digits --epochs 4 --threads 1
+    python benchmarks/trainer.py --channels-last      # NHWC layout in both loops
 
 Both loops start from the same weights and draw the same batches and the same augmented views
 (same seeded generators), run the same forward (encoder, L2-normalise, L_spread, CE head on every
@@ -54,6 +55,8 @@ def bare_throughput(config: TrainConfig) -> float:
     device = runs.resolve_device(config.device)
     ds = runs.build_dataset(config)
     model = runs.build_model(config, ds.input_shape, ds.num_classes).to(device)
+    fmt = torch.channels_last if config.channels_last and ds.is_image else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     loss_fn = build_loss(config)
     views = default_views(ds)
     rows = torch.nonzero(ds.split == 0).squeeze(1)
@@ -62,7 +65,7 @@ def bare_throughput(config: TrainConfig) -> float:
     steps = math.ceil(n / b)
     total = steps * config.epochs
     warmup = round(config.warmup_epochs * steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
     order = torch.Generator().manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -71,8 +74,8 @@ def bare_throughput(config: TrainConfig) -> float:
     for _ in range(config.epochs):
         for idx in torch.randperm(n, generator=order).split(b):
             idx = idx.to(device)
-            xv = views(x[idx], v, gen)
-            emb, logits = model(xv.flatten(0, 1))
+            xv = views(x[idx], v, gen).flatten(0, 1).contiguous(memory_format=fmt)
+            emb, logits = model(xv)
             emb = emb.view(len(idx), v, -1)
             loss = (config.contrastive_weight * loss_fn(F.normalize(emb, dim=-1), y[idx])
                     + config.ce_weight * F.cross_entropy(logits, y[idx].repeat_interleave(v)))
@@ -96,13 +99,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--channels-last", action="store_true", help="TrainConfig.channels_last in both loops")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="spreadcon-bench-"))
     config = TrainConfig(dataset=args.dataset, encoder=args.encoder, loss="spread", epochs=args.epochs,
                          batch_size=args.batch_size, device=args.device, out_dir=str(out / "run"),
-                         progress=True, tensorboard=False)
+                         progress=True, tensorboard=False, channels_last=args.channels_last)
     n_train = int((runs.build_dataset(config).split == 0).sum())
     bare, trainer = [], []
     for r in range(args.rounds):
@@ -113,7 +117,7 @@ def main() -> None:
     b, t = sum(bare) / len(bare), sum(trainer) / len(trainer)
     device = runs.resolve_device(args.device)
     print(f"\n{args.dataset}, {args.encoder}, L_spread + CE head, batch {args.batch_size} x 2 views, "
-          f"{device}, {torch.get_num_threads()} threads, {args.rounds} rounds of {args.epochs} epochs "
+          f"{device}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, {args.rounds} rounds of {args.epochs} epochs "
           f"(first epoch of each not counted)\n")
     print("| loop | images/s | ratio |\n|---|---|---|")
     print(f"| bare PyTorch | {b:.0f} | 1.00 |")

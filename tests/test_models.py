@@ -42,7 +42,7 @@ def test_shape_and_gradient_to_every_parameter(name, proj_dim):
 
 
 def test_options_rebuild_the_same_architecture():
-    enc = build_encoder("vit-test", (1, 8, 8), proj_dim=7, head="linear", depth=1)
+    enc = build_encoder("vit-test", (1, 8, 8), proj_dim=7, proj_kind="linear", depth=1)
     again = build_encoder("vit-test", (1, 8, 8), **enc.options)
     assert again.options == enc.options
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in enc.state_dict().items()}

@@ -297,13 +297,14 @@ def test_ce_term_sees_only_labelled_examples():
     views = default_views(ds)
     x, y = ds.x[:8], ds.label[:8]
     acc = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "contrastive", "ce", "correct", "seen", "images")}
+    ctx = train_mod.StepContext(model, None, views, cfg)
 
     def step(labelled):
         gen = torch.Generator().manual_seed(0)
         model.eval()  # BatchNorm in eval mode: the two calls compute the same logits
-        out = train_mod._step(model, None, views, cfg, train_mod.nullcontext(), gen, [], 0, x, y, y,
-                              labelled, torch.arange(8), acc)
-        return float(out["loss"]), model.head.weight.grad
+        batch = train_mod.Batch(x, y, y, labelled, torch.arange(8))
+        out = train_mod.train_step(ctx, batch, generator=gen, step=0, acc=acc)
+        return float(out), model.head.weight.grad
 
     loss, grad = step(torch.zeros(8, dtype=torch.bool))
     assert loss == 0.0 and torch.count_nonzero(grad) == 0
@@ -314,3 +315,10 @@ def test_ce_term_sees_only_labelled_examples():
         xv = views(x, 2, torch.Generator().manual_seed(0))
         _, logits = model(xv[3])
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y[3].repeat(2))), rel=1e-5)
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):
+    plain = runs.read_metrics(train(tiny(tmp_path, "a", epochs=1)))
+    nhwc = runs.read_metrics(train(tiny(tmp_path, "b", epochs=1, channels_last=True)))
+    assert nhwc[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-3)
+    assert nhwc[0]["val_acc"] == pytest.approx(plain[0]["val_acc"], abs=0.05)

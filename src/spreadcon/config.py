@@ -38,6 +38,7 @@ class TrainConfig:
     labelled_fraction: float = 1.0      # fraction of train labels the CE head may see
     ce_labels: str = "clean"            # CE head targets: "clean" (pre-noise) or "noisy" labels
     views: int = 2                      # augmented views per image (V)
+    train_subset: str | None = None     # .npy of positions in the train split to keep (e.g. a coreset)
     # model
     encoder: str = "cnn"
     encoder_options: dict[str, Any] = field(default_factory=dict)  # passed to build_encoder
@@ -47,6 +48,7 @@ class TrainConfig:
     alpha: float = 0.5                  # L_spread = alpha * L_attract + (1 - alpha) * L_repel
     temperature: float = 0.5
     loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"memory": "lean"}
+    memory_bank: int = 0                # > 0: contrast against a bank of the last N embeddings
     contrastive_weight: float = 1.0
     ce_weight: float = 1.0
     # optimisation
@@ -57,6 +59,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0          # linear warm-up, then cosine decay to 0 at the last step
     grad_clip: float | None = None      # max global gradient norm; None: no clipping
     amp: bool = True                    # bfloat16 autocast, used on CUDA only
+    channels_last: bool = False         # NHWC memory layout for image models (speed; not bit-identical)
     sync_batchnorm: bool = False        # under torchrun: BatchNorm -> SyncBatchNorm (CUDA only)
     probe_epochs: int = 100             # linear probe of protocol "contrastive_then_probe"
     probe_lr: float = 1e-3
@@ -74,19 +77,35 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the key for values that cannot be right whatever the data."""
+        """Raise ValueError naming the key for values that cannot be right whatever the data.
+
+        Numbers given as numpy scalars or 0-d tensors are turned into Python numbers first."""
+        for f in fields(self):
+            setattr(self, f.name, _check_type(f.name, getattr(self, f.name), _KINDS[f.name]))
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r}; choose one of {list(PROTOCOLS)}")
         if self.ce_labels not in CE_LABELS:
             raise ValueError(f"ce_labels={self.ce_labels!r}; choose one of {list(CE_LABELS)}")
-        positive_ints = ("epochs", "batch_size", "views", "eval_batch_size", "probe_epochs")
-        for key in positive_ints:
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        self._check_ranges()
         if self.protocol != "ce" and self.views < 2 and self.loss in ("simclr", "repel", "spread"):
-            raise ValueError(f"loss {self.loss!r} needs views >= 2 (the augmentation is its positive)")
+            raise ValueError(f"loss {self.loss!r} needs views >= 2 (the augmentation is its positive); pass views=2")
+        bad = [k for k in self.keep_checkpoints if not 1 <= int(k) <= self.epochs]
+        if bad:
+            raise ValueError(f"keep_checkpoints {bad} outside 1..epochs={self.epochs}")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}; "
+                             f"pass warmup_epochs <= epochs")
+
+    def _check_ranges(self) -> None:
+        for key in ("epochs", "batch_size", "views", "eval_batch_size", "probe_epochs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key, most in _MAXIMA.items():
+            if getattr(self, key) > most:
+                raise ValueError(f"{key}={getattr(self, key)} is beyond any sensible run (at most {most}); "
+                                 f"pass a smaller {key}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if not 0.0 <= self.noise_rate < 1.0:
@@ -95,14 +114,12 @@ class TrainConfig:
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} must lie in (0, 1], got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "warmup_epochs", "ce_weight", "contrastive_weight", "probe_lr"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{key} must be a finite number >= 0, got {value}")
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        bad = [k for k in self.keep_checkpoints if not 1 <= int(k) <= self.epochs]
-        if bad:
-            raise ValueError(f"keep_checkpoints {bad} outside 1..epochs={self.epochs}")
+        if self.memory_bank < 0:
+            raise ValueError(f"memory_bank must be >= 0 (0: no bank), got {self.memory_bank}")
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -124,8 +141,58 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
 
+# Upper bounds that no run on one machine can reach (the memory check in train() is finer).
+_MAXIMA = {"views": 1024, "batch_size": 1 << 20, "eval_batch_size": 1 << 20, "memory_bank": 1 << 24}
+
+
+def _kind(f: dataclasses.Field) -> str:
+    """'int' | 'float' | 'bool' | 'str' | 'dict' | 'list' (+ '?' when None is allowed)."""
+    text = str(f.type)
+    base = next(k for k in ("bool", "int", "float", "str", "dict", "list") if text.startswith(k))
+    return base + ("?" if "None" in text else "")
+
+
+def _as_number(value: Any) -> Any:
+    """numpy scalars and 0-d tensors (anything with ndim 0 and .item()) -> Python numbers."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _check_type(key: str, value: Any, kind: str) -> Any:
+    """`value` checked against the field's kind; numbers normalised (see _as_number)."""
+    if value is None and kind.endswith("?"):
+        return None
+    kind = kind.rstrip("?")
+    value = _as_number(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} takes true or false, got {value!r}")
+        return value
+    if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{key} takes a number, got {value!r}; pass e.g. {key}={_EXAMPLE[kind]}")
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key} takes an integer, got {value!r}")
+        return int(value)
+    if kind == "float":
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+        return float(value)
+    expected = {"str": str, "dict": dict, "list": list}[kind]
+    if not isinstance(value, expected):
+        raise ValueError(f"{key} takes a {kind}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+_EXAMPLE = {"int": 2, "float": 0.5}
+
+
 def config_keys() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+_KINDS = {f.name: _kind(f) for f in fields(TrainConfig)}
 
 
 def parse_value(text: str) -> Any:

@@ -1,10 +1,12 @@
 """A run folder, and how to rebuild a run's data and model from its config.
 
     RUN_DIR/
+      .lock              held while a process writes the folder (spreadcon.run_lock)
       config.json        the resolved TrainConfig
-      run.json           seed, git revision, versions, device, dataset summary
+      run.json           seed, git revision, versions, device, dataset summary, data fingerprint,
+                         absolute data root, epochs_trained / epochs / finished
       metrics.jsonl      one JSON object per epoch
-      checkpoint.pt      the latest state (model, optimiser, scheduler, RNG states, position)
+      checkpoint.pt      the latest state (spreadcon.checkpoint: model, optimiser, RNG, position)
       best.pt            the model with the best validation accuracy (training labels, val split)
       ckpt_epoch{k}.pt   models at the epochs in config.keep_checkpoints
       example_correct.npy  [epochs, N_train] bool, when config.track_examples
@@ -12,56 +14,56 @@
 
 Every file is written atomically (temp file + os.replace), so a crash mid-write leaves the
 previous version intact. `load_run(run_dir)` gives the trained model in eval mode with the
-dataset exactly as it was trained (noise, subsample and labelled fraction re-applied from the
-config, all seeded).
+dataset exactly as it was trained (noise, subsample, labelled fraction and train subset
+re-applied from the config, all seeded), refusing a dataset that changed since.
+
+One reuse rule for every experiment: `train_or_reuse(config)`; one "done" rule: `is_finished`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from spreadcon.config import RUNTIME_KEYS, TrainConfig, config_diff
+from spreadcon.models.classifier import Classifier
+
+# Files a training run writes (besides .lock); any of them makes a folder "an existing run".
+RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "example_correct.npy")
+RUN_GLOBS = ("ckpt_epoch*.pt",)
+# Outputs derived from a run's model: removed when the run is resumed or overwritten.
+DERIVED_DIRS = ("embeddings", "eval", "tensorboard")
 
 
 # --- building a run's pieces from its config ----------------------------------------------
-class Classifier(nn.Module):
-    """An encoder with a linear cross-entropy head reading the same embedding.
-
-    forward(x [B, *input_shape]) -> (embedding [B, D] unnormalised, logits [B, K])
-    """
-
-    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.embed_dim, num_classes)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.encoder(x)
-        return z, self.head(z)
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device={name!r} is not a device name ({err}); use cpu, cuda, cuda:0 or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here; use device=cpu or auto")
     return device
 
 
 def build_dataset(config: TrainConfig):
-    """spreadcon.data.load + the config's seeded transforms (subsample, noise, labelled fraction)."""
+    """spreadcon.data.load + the config's seeded transforms (subsample, noise, labelled fraction),
+    then config.train_subset (positions in the train split of the dataset as transformed so far)."""
     from spreadcon import data
 
     if config.dataset not in data.DATASETS:
@@ -73,7 +75,36 @@ def build_dataset(config: TrainConfig):
         ds = data.add_label_noise(ds, config.noise_rate, seed=config.seed)
     if config.labelled_fraction < 1.0:
         ds = data.labelled_fraction(ds, config.labelled_fraction, seed=config.seed)
+    if config.train_subset is not None:
+        ds = apply_train_subset(ds, config.train_subset)
     return ds
+
+
+def apply_train_subset(ds, path: str | Path):
+    """Keep the train rows at the positions stored in the .npy at `path` (val/test untouched);
+    the transform record holds the file's absolute path and sha256."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"train_subset={str(path)!r}: no such file; pass an .npy of positions "
+                                f"in the train split (e.g. from spreadcon.apps.coreset)")
+    try:
+        pos = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"train_subset={str(path)!r} is not a readable .npy file ({err})") from None
+    rows = torch.nonzero(ds.split == 0).squeeze(1)
+    if pos.ndim != 1 or pos.size == 0 or not np.issubdtype(pos.dtype, np.integer):
+        raise ValueError(f"train_subset {path}: expected a non-empty 1-d integer array of positions, "
+                         f"got dtype {pos.dtype} shape {pos.shape}")
+    if pos.min() < 0 or pos.max() >= len(rows) or len(np.unique(pos)) != len(pos):
+        raise ValueError(f"train_subset {path}: positions must be distinct and in [0, {len(rows)}) "
+                         f"(the train split's size); got range [{pos.min()}, {pos.max()}], {len(pos)} values")
+    keep = torch.ones(len(ds), dtype=torch.bool)
+    keep[rows] = False
+    keep[rows[torch.as_tensor(pos, dtype=torch.int64)]] = True
+    record = {"transform": "train_subset", "path": str(path.resolve()), "sha256": file_sha256(path),
+              "kept": int(len(pos)), "of": int(len(rows))}
+    out = ds.subset(keep)
+    return out.with_transform(record) if hasattr(out, "with_transform") else out
 
 
 def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
@@ -86,6 +117,58 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: 
         torch.manual_seed(config.seed)
         encoder = build_encoder(config.encoder, tuple(input_shape), **config.encoder_options)
         return Classifier(encoder, num_classes)
+
+
+# --- the data fingerprint -------------------------------------------------------------------
+FINGERPRINT_ARRAYS = ("x", "label", "stratum", "split", "group", "clean_label", "labelled", "origin")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_sha256(t: Tensor) -> str:
+    digest = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    digest.update(memoryview(np.ascontiguousarray(t.detach().cpu().numpy())).cast("B"))
+    return digest.hexdigest()
+
+
+def data_fingerprint(ds) -> dict[str, Any]:
+    """{"sha256": one hash of everything, "arrays": {name: sha256}, "transforms": records} of the
+    dataset as built for training (its arrays after the config's transforms)."""
+    arrays = {k: _tensor_sha256(getattr(ds, k)) for k in FINGERPRINT_ARRAYS if getattr(ds, k, None) is not None}
+    transforms = json.loads(json.dumps(ds.transforms, default=str))
+    whole = hashlib.sha256(json.dumps([arrays, transforms], sort_keys=True).encode()).hexdigest()
+    return {"sha256": whole, "arrays": arrays, "transforms": transforms}
+
+
+def fingerprint_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two data fingerprints, in words ([] if nothing)."""
+    if saved.get("sha256") == now.get("sha256"):
+        return []
+    a, b = saved.get("arrays", {}), now.get("arrays", {})
+    changes = [f"{k} changed" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    changes += [f"{k} is new" for k in sorted(set(b) - set(a))] + [f"{k} is gone" for k in sorted(set(a) - set(b))]
+    if saved.get("transforms") != now.get("transforms"):
+        changes.append(f"transforms {saved.get('transforms')} -> {now.get('transforms')}")
+    return changes or ["the fingerprint differs"]
+
+
+def check_same_data(run_dir: Path, info: dict[str, Any], fingerprint: dict[str, Any], doing: str) -> None:
+    saved = info.get("data_fingerprint")
+    if saved is None:
+        raise ValueError(f"{run_dir} was written by an older spreadcon (run.json has no data fingerprint), "
+                         f"so it cannot be checked against the data; {doing} refused: train again with "
+                         f"overwrite=True (--overwrite) or into another out_dir")
+    changes = fingerprint_changes(saved, fingerprint)
+    if changes:
+        raise ValueError(f"the dataset of {run_dir} changed since it was trained ({'; '.join(changes)}; "
+                         f"data root then: {info.get('data_root')}); {doing} refused: restore the data, "
+                         f"or train again with overwrite=True (--overwrite) or into another out_dir")
 
 
 # --- files --------------------------------------------------------------------------------
@@ -110,6 +193,10 @@ def save_text(text: str, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def save_json(obj: Any, path: Path) -> None:
+    save_text(json.dumps(obj, indent=2) + "\n", path)
+
+
 def save_npy(array: np.ndarray, path: Path) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -122,6 +209,14 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     atomic_write(path, write)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or a ValueError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the run folder is damaged") from None
 
 
 def git_revision() -> str | None:
@@ -138,44 +233,24 @@ def git_revision() -> str | None:
         return None
 
 
-def run_info(config: TrainConfig, device: torch.device, dataset_summary: dict[str, Any]) -> dict[str, Any]:
+def run_info(config: TrainConfig, device: torch.device, ds, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """run.json at the start of a run (epochs_trained 0, not finished)."""
     import spreadcon
 
+    root = config.data_root if config.data_root is not None else ds.meta.get("root")
     return {
         "seed": config.seed, "git_revision": git_revision(), "spreadcon": spreadcon.__version__,
         "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-        "dataset": dataset_summary,
+        "dataset": ds.summary(), "data_root": None if root is None else str(Path(root).expanduser().resolve()),
+        "data_fingerprint": fingerprint, "epochs": config.epochs, "epochs_trained": 0, "finished": False,
     }
 
 
-def check_out_dir(run_dir: Path) -> None:
-    """Create `run_dir` and check it is writable, before any training starts."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"cannot write to the run folder {str(run_dir)!r} ({err.strerror}); "
-                         f"choose another --out") from err
-
-
-def check_resume(config: TrainConfig, run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a run, or to resume one trained with a different config."""
-    saved_path = run_dir / "config.json"
-    has_run = (run_dir / "checkpoint.pt").exists()
-    if not resume:
-        if has_run:
-            raise ValueError(f"{run_dir} already holds a run; resume it with --resume, "
-                             f"or choose another --out")
-        return
-    if not saved_path.exists() or not has_run:
-        raise ValueError(f"nothing to resume in {run_dir}: no config.json and checkpoint.pt there")
-    saved = TrainConfig.from_json(saved_path.read_text())
-    diff = config_diff(saved, config, ignore=RUNTIME_KEYS)
-    if diff:
-        lines = ", ".join(f"{k}: {a!r} (saved) != {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"refusing to resume {run_dir} with a different config; differing keys: {lines}")
+def record_progress(run_dir: Path, epochs_trained: int, *, finished: bool = False) -> None:
+    """Update run.json's epochs_trained / finished (after each epoch's checkpoint, and at the end)."""
+    info = read_json(run_dir / "run.json")
+    info.update(epochs_trained=int(epochs_trained), finished=bool(finished))
+    save_json(info, run_dir / "run.json")
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
@@ -187,13 +262,179 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {number} is not valid JSON ({err})") from None
+    return rows
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Keep the rows of epochs <= last_epoch (a resumed run rewrites the rest)."""
     rows = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
     save_text("".join(json.dumps(r) + "\n" for r in rows), run_dir / "metrics.jsonl")
+
+
+# --- the run folder's lifecycle --------------------------------------------------------------
+def run_files(run_dir: Path) -> list[str]:
+    """The run files present in `run_dir` (any of them: the folder holds a run, finished or not)."""
+    run_dir = Path(run_dir)
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    for pattern in RUN_GLOBS:
+        found += sorted(p.name for p in run_dir.glob(pattern))
+    return found
+
+
+def check_out_dir(run_dir: Path) -> None:
+    """Create `run_dir` and check it is writable, before any training starts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to the run folder {str(run_dir)!r} ({err.strerror}); "
+                         f"choose another --out") from err
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete the run files and derived outputs of `run_dir` (other files stay)."""
+    for name in run_files(run_dir):
+        (run_dir / name).unlink()
+    remove_derived(run_dir)
+
+
+def remove_derived(run_dir: Path) -> None:
+    """Delete outputs computed from the run's model (embeddings/, eval/, tensorboard/)."""
+    for name in DERIVED_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def check_existing(config: TrainConfig, run_dir: Path, fingerprint: dict[str, Any], *,
+                   resume: bool, overwrite: bool) -> None:
+    """Refuse to reuse an existing run folder unless `resume` (same config, same data, a
+    checkpoint to resume) or `overwrite` (then its run files are deleted)."""
+    found = run_files(run_dir)
+    if resume and overwrite:
+        raise ValueError("pass either resume=True (--resume) or overwrite=True (--overwrite), not both")
+    if overwrite:
+        remove_run(run_dir)
+        return
+    if not resume:
+        if found:
+            raise ValueError(f"{run_dir} already holds a run ({', '.join(found)}); resume it with "
+                             f"--resume, replace it with --overwrite, or choose another --out")
+        return
+    if not (run_dir / "config.json").exists() or not (run_dir / "checkpoint.pt").exists():
+        raise ValueError(f"nothing to resume in {run_dir}: it needs config.json and checkpoint.pt "
+                         f"(found: {found or 'no run files'}); train without --resume "
+                         f"(with --overwrite if run files are there)")
+    check_same_config(config, run_dir, "resume")
+    check_same_data(run_dir, read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {},
+                    fingerprint, "resume")
+    remove_derived(run_dir)  # computed from a model that is about to change
+
+
+def check_same_config(config: TrainConfig, run_dir: Path, doing: str) -> None:
+    saved = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+    diff = config_diff(saved, config, ignore=RUNTIME_KEYS)
+    if diff:
+        lines = ", ".join(f"{k}: {a!r} (saved) != {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"refusing to {doing} {run_dir} with a different config; differing keys: {lines}")
+
+
+@contextmanager
+def writing(config: TrainConfig, fingerprint: dict[str, Any], *, resume: bool, overwrite: bool,
+            main: bool = True) -> Iterator[Path]:
+    """Hold the run folder's lock while the body writes it, after checking it may be written.
+
+    Non-main processes (under torchrun) take no lock and write nothing."""
+    from spreadcon import distributed
+    from spreadcon.run_lock import RunLock
+
+    run_dir = Path(config.out_dir)
+    lock = RunLock(run_dir)
+    try:
+        refusal = None
+        if main:
+            try:
+                check_out_dir(run_dir)
+                lock.acquire()
+                check_existing(config, run_dir, fingerprint, resume=resume, overwrite=overwrite)
+            except ValueError as err:
+                refusal = err
+        # every process learns rank 0's verdict (so none waits at a barrier for a refused run)
+        message = distributed.broadcast_object(None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise ValueError(message)
+        yield run_dir
+    finally:
+        lock.release()
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """The one "is this run done?" rule: run.json says finished (set after the last epoch's
+    checkpoint, best model and embeddings are written)."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("finished") is True
+    except json.JSONDecodeError:
+        return False
+
+
+def train_or_reuse(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """The one run-reuse rule: config.out_dir holding a finished run with the same config
+    (RUNTIME_KEYS aside) and the same data -> reuse it; an unfinished run with the same config ->
+    resume it; an empty folder -> train; anything else -> ValueError saying what differs."""
+    from spreadcon.train import train
+
+    run_dir = Path(config.out_dir)
+    found = run_files(run_dir) if run_dir.is_dir() else []
+    if not found:
+        return train(config, callbacks)
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} holds run files ({', '.join(found)}) but no config.json; "
+                         f"remove the folder or choose another out_dir")
+    check_same_config(config, run_dir, "reuse")
+    if is_finished(run_dir):
+        check_same_data(run_dir, read_json(run_dir / "run.json"), data_fingerprint(build_dataset(config)), "reuse")
+        return run_dir
+    if not (run_dir / "checkpoint.pt").exists():  # stopped before its first epoch ended: restart
+        return train(config, callbacks, overwrite=True)
+    return train(config, callbacks, resume=True)
+
+
+def checkpoint_path(run_dir: str | Path, checkpoint: str | int = "best") -> Path:
+    """The file of `checkpoint`: "best" -> best.pt, "last" -> checkpoint.pt, k -> ckpt_epoch{k}.pt."""
+    run_dir = Path(run_dir)
+    names = {"best": "best.pt", "last": "checkpoint.pt"}
+    path = run_dir / names.get(str(checkpoint), f"ckpt_epoch{checkpoint}.pt")
+    if not path.exists():
+        kept = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise ValueError(f"no checkpoint {path.name} in {run_dir}; available: {kept} "
+                         f"(pass checkpoint='best', 'last' or a kept epoch)")
+    return path
+
+
+def _checkpoint_epoch(state: dict[str, Any]) -> int:
+    return int(state["position"]["epoch"] if "position" in state else state["epoch"])
+
+
+def checkpoint_id(run_dir: str | Path, checkpoint: str | int = "best") -> dict[str, Any]:
+    """{"checkpoint", "epoch", "sha256"} of a run's checkpoint: stamp derived outputs with it, so
+    a later reader can tell whether they came from the model now in the folder."""
+    from spreadcon.checkpoint import read_checkpoint
+
+    path = checkpoint_path(run_dir, checkpoint)
+    return {"checkpoint": str(checkpoint), "epoch": _checkpoint_epoch(read_checkpoint(path)),
+            "sha256": file_sha256(path)}
 
 
 # --- reading a run back ---------------------------------------------------------------------
@@ -207,10 +448,30 @@ class Run:
     dataset: Any
     metrics: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str = "best"
 
     @property
     def encoder(self) -> nn.Module:
+        """The model's encoder (kept for callers of the old Run.encoder)."""
         return self.model.encoder
+
+    @property
+    def epochs(self) -> int:
+        return int(self.config.epochs)
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs completed (run.json; the metrics rows for runs from before it recorded them)."""
+        return int(self.info.get("epochs_trained", len(self.metrics)))
+
+    @property
+    def finished(self) -> bool:
+        return self.info.get("finished") is True
+
+    def status(self) -> str:
+        """E.g. "3 of 3 epochs: finished" or "1 of 3 epochs: unfinished"."""
+        word = "finished" if self.finished else "unfinished"
+        return f"{self.epochs_trained} of {self.epochs} epochs: {word}"
 
     def views(self):
         from spreadcon.data.views import default_views
@@ -228,22 +489,12 @@ class Run:
             return dict(data)
 
 
-@torch.no_grad()
 def predict(model: Classifier, x_prepared: Callable[[Tensor], Tensor], x: Tensor, batch_size: int,
             device: torch.device) -> tuple[Tensor, Tensor]:
-    """(embedding [N, D], logits [N, K]) in eval mode; x [N, ...] raw, prepared per batch on `device`."""
-    was_training = model.training
-    model.eval()
-    embs, logits = [], []
-    for start in range(0, len(x), batch_size):
-        xb = x_prepared(x[start:start + batch_size].to(device, non_blocking=True))
-        e, lg = model(xb)
-        embs.append(e.float().cpu())
-        logits.append(lg.float().cpu())
-    model.train(was_training)
-    k = model.head.out_features
-    d = model.encoder.embed_dim
-    return (torch.cat(embs) if embs else torch.zeros(0, d)), (torch.cat(logits) if logits else torch.zeros(0, k))
+    """Deprecated: use spreadcon.evaluate.embed.predict(model, x, prepare=..., batch_size=..., device=...)."""
+    from spreadcon.evaluate.embed import predict as predict_
+
+    return predict_(model, x, prepare=x_prepared, batch_size=batch_size, device=device)
 
 
 def write_embeddings(model: Classifier, ds: Any, run_dir: Path, batch_size: int, device: torch.device) -> None:
@@ -251,13 +502,14 @@ def write_embeddings(model: Classifier, ds: Any, run_dir: Path, batch_size: int,
     the dataset as trained), and clean_label, group, origin (rows of the dataset as loaded) when set."""
     from spreadcon.data import SPLITS
     from spreadcon.data.views import default_views
+    from spreadcon.evaluate.embed import predict as predict_
 
     views = default_views(ds)
     out = Path(run_dir) / "embeddings"
     out.mkdir(exist_ok=True)
     for split, code in SPLITS.items():
         index = torch.nonzero(ds.split == code).squeeze(1)
-        emb, logits = predict(model, views.prepare, ds.x[index], batch_size, device)
+        emb, logits = predict_(model, ds.x[index], prepare=views.prepare, batch_size=batch_size, device=device)
         arrays = {"embedding": emb.numpy(), "logits": logits.numpy(), "index": index.numpy(),
                   "label": ds.label[index].numpy(), "stratum": ds.stratum[index].numpy()}
         for key in ("clean_label", "group", "origin"):
@@ -266,23 +518,22 @@ def write_embeddings(model: Classifier, ds: Any, run_dir: Path, batch_size: int,
         save_npz(out / f"{split}.npz", **arrays)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | Path, checkpoint: str | int = "best", device: str | torch.device = "cpu") -> Run:
     """Rebuild a run: config, dataset as trained, model from `checkpoint` ("best", "last",
-    or an epoch kept with keep_checkpoints) in eval mode on `device`."""
+    or an epoch kept with keep_checkpoints) in eval mode on `device`. Refuses a dataset whose
+    fingerprint differs from the one recorded at training time."""
+    from spreadcon.checkpoint import read_checkpoint
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ValueError(f"{run_dir} is not a run folder (no config.json); train one with `spreadcon train`")
-    config = TrainConfig.from_json((run_dir / "config.json").read_text())
-    names = {"best": "best.pt", "last": "checkpoint.pt"}
-    path = run_dir / names.get(str(checkpoint), f"ckpt_epoch{checkpoint}.pt")
-    if not path.exists():
-        kept = sorted(p.name for p in run_dir.glob("*.pt"))
-        raise ValueError(f"no checkpoint {path.name} in {run_dir}; available: {kept}")
+    config = TrainConfig.from_dict(read_json(run_dir / "config.json"))
+    path = checkpoint_path(run_dir, checkpoint)
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     ds = build_dataset(config)
+    if "data_fingerprint" in info:  # runs from before fingerprints load unchecked
+        check_same_data(run_dir, info, data_fingerprint(ds), "loading the run")
     model = build_model(config, ds.input_shape, ds.num_classes)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(read_checkpoint(path)["model"])
     model.to(device).eval()
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    return Run(run_dir, config, model, ds, read_metrics(run_dir), info)
+    return Run(run_dir, config, model, ds, read_metrics(run_dir), info, str(checkpoint))

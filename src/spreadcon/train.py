@@ -30,28 +30,46 @@ Choices:
 - Ctrl-C (SIGINT) lets the current step finish, saves a checkpoint and raises KeyboardInterrupt;
   a second Ctrl-C stops at once. Resuming from any checkpoint continues bit-identically on the CPU.
 - A non-finite loss raises FloatingPointError before the optimiser step; the checkpoint on disk
-  is the last good one (it is only ever replaced atomically).
+  is the last good one (it is only ever replaced atomically). Non-finite input data is refused
+  before training, naming the dataset and rows.
+- A last batch of a single image (N_train % batch_size == 1) would break BatchNorm (one value per
+  channel at 1x1 maps, or with views=1): it is merged into the previous batch, so that epoch's
+  last step has batch_size + 1 images.
+- config.memory_bank = N > 0 keeps spreadcon.losses.MemoryBank(size=N): the loss is called with
+  memory=bank and bank.push(z.detach(), labels) follows every step (the bank is checkpointed).
+
+The loop reads top-down as in DINO (train_dino / train_one_epoch): `train` -> `prepare` (every
+check, nothing written) -> `runs.writing` (the folder's lock and reuse rule) -> `fit` (epochs:
+`train_one_epoch`, `validate`, `end_epoch`) -> `finish`. The state a checkpoint holds is
+`spreadcon.checkpoint.TrainState`.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import random
 import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from spreadcon import distributed, runs
+from spreadcon.checkpoint import TrainState, load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spreadcon.config import TrainConfig
+from spreadcon.evaluate.embed import predict
+from spreadcon.models.classifier import Classifier
+
+__all__ = ["Callback", "TrainState", "build_loss", "fit_probe", "lr_factor", "rng_state", "set_rng_state",
+           "train", "train_one_epoch", "train_step", "validate"]
 
 
 class Callback(Protocol):
@@ -80,30 +98,27 @@ def build_loss(config: TrainConfig) -> torch.nn.Module | None:
     return LOSSES[config.loss](**kwargs)
 
 
+def build_memory_bank(config: TrainConfig, device: torch.device):
+    """spreadcon.losses.MemoryBank(size=config.memory_bank), or None when memory_bank is 0."""
+    if config.memory_bank <= 0:
+        return None
+    try:
+        from spreadcon.losses import MemoryBank
+    except ImportError:
+        raise ValueError(f"memory_bank={config.memory_bank} needs spreadcon.losses.MemoryBank, which this "
+                         f"spreadcon does not have; pass memory_bank=0") from None
+    if config.protocol == "ce":
+        raise ValueError("memory_bank needs a contrastive loss; use protocol joint or contrastive_then_probe")
+    bank = MemoryBank(size=config.memory_bank)
+    return bank.to(device) if hasattr(bank, "to") else bank
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up over `warmup_steps`, then cosine from 1 to 0 at `total_steps`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     span = max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
-
-
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             **{k: g.get_state() for k, g in generators.items()}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    for k, g in generators.items():
-        g.set_state(state[k])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @contextmanager
@@ -135,207 +150,484 @@ def tensorboard_writer(config: TrainConfig, run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def check_shapes(model: runs.Classifier, views, x: Tensor, config: TrainConfig, device: torch.device) -> None:
+# --- checks before any work ---------------------------------------------------------------
+def check_shapes(model: Classifier, views, x: Tensor, config: TrainConfig, device: torch.device) -> None:
     """One eval-mode forward on two training images, so an encoder/dataset mismatch fails now."""
     try:
-        runs.predict(model, views.prepare, x[:2], 2, device)
+        predict(model, x[:2], prepare=views.prepare, batch_size=2, device=device)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"encoder {config.encoder!r} cannot take dataset {config.dataset!r} "
                          f"(inputs {list(x.shape[1:])}): {err}") from err
 
 
-# --- the loop ---------------------------------------------------------------------------
-def train(config: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = False) -> Path:
-    """Train per `config`; returns the run folder (see spreadcon.runs). resume=True continues
-    the run in config.out_dir, refusing if its saved config differs (runtime keys aside).
-    Under torchrun (WORLD_SIZE > 1) it trains with DDP: see spreadcon.distributed."""
-    from spreadcon.data.views import default_views
+def check_finite_data(ds, config: TrainConfig) -> None:
+    """Refuse NaN / inf in the inputs, naming the dataset and rows (not "the encoder output")."""
+    if not ds.x.is_floating_point():
+        return
+    bad = torch.nonzero(~torch.isfinite(ds.x.reshape(len(ds), -1)).all(1)).squeeze(1)
+    if len(bad):
+        raise ValueError(f"dataset {config.dataset!r} has NaN or inf values in the inputs x of {len(bad)} "
+                         f"row(s) (first: {bad[:5].tolist()}; data_root={config.data_root}); "
+                         f"clean or drop those rows before training")
 
+
+def _memory_available(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: TrainConfig, input_shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse a batch_size x views whose step cannot fit, before anything large is allocated:
+    a lower bound of the step's memory (float32 inputs and views, three [BV, BV] loss matrices)."""
+    images = config.batch_size * config.views
+    need = images * math.prod(input_shape) * 4 * 3 + (images ** 2) * 4 * 3
+    have = _memory_available(device)
+    if have is not None and need > have:
+        raise ValueError(f"batch_size={config.batch_size} x views={config.views} needs at least "
+                         f"{need / 2**30:.1f} GiB per step, more than the {have / 2**30:.1f} GiB of {device}; "
+                         f"pass a smaller batch_size or views")
+
+
+# --- what a run holds fixed ----------------------------------------------------------------
+@dataclass
+class TrainData:
+    """The training split on the device (x, contrastive labels, CE targets, CE mask) and the
+    validation split on the CPU."""
+
+    x: Tensor
+    y_con: Tensor
+    y_ce: Tensor
+    labelled: Tensor
+    x_val: Tensor
+    y_val: Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+
+def train_data(ds, config: TrainConfig, device: torch.device) -> TrainData:
+    rows = torch.nonzero(ds.split == 0).squeeze(1)
+    val = torch.nonzero(ds.split == 1).squeeze(1)
+    clean = ds.clean_label if (config.ce_labels == "clean" and ds.clean_label is not None) else ds.label
+    labelled = ds.labelled[rows] if ds.labelled is not None else torch.ones(len(rows), dtype=torch.bool)
+    return TrainData(x=ds.x[rows].to(device), y_con=ds.label[rows].to(device), y_ce=clean[rows].to(device),
+                     labelled=labelled.to(device), x_val=ds.x[val], y_val=ds.label[val])
+
+
+@dataclass
+class Schedule:
+    """Batches of one epoch: steps of batch_size images; a last batch of one image is merged
+    into the previous one (BatchNorm cannot normalise a single value per channel)."""
+
+    n: int
+    batch_size: int
+    epochs: int
+    warmup_epochs: float
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = math.ceil(self.n / self.batch_size)
+        return steps - 1 if steps > 1 and self.n % self.batch_size == 1 else steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def warmup_steps(self) -> int:
+        return min(self.total_steps, round(self.warmup_epochs * self.steps_per_epoch))
+
+    def batch(self, perm: Tensor, b: int) -> Tensor:
+        end = self.n if b == self.steps_per_epoch - 1 else (b + 1) * self.batch_size
+        return perm[b * self.batch_size:end]
+
+
+@dataclass
+class StepContext:
+    """What every step uses: the (maybe DDP-wrapped) model, the loss, views, config, autocast,
+    the relabelling callbacks and the memory bank (None without one)."""
+
+    model: nn.Module
+    loss_fn: nn.Module | None
+    views: Any
+    config: TrainConfig
+    autocast: Any = field(default_factory=nullcontext)
+    relabelers: Sequence[Any] = ()
+    bank: Any = None
+    memory_format: torch.memory_format | None = None  # torch.channels_last under config.channels_last
+
+
+@dataclass
+class Batch:
+    """One batch of the training split: inputs, contrastive labels, CE targets, CE mask [B],
+    and the positions in the train split [B]."""
+
+    x: Tensor
+    y_con: Tensor
+    y_ce: Tensor
+    labelled: Tensor
+    idx: Tensor
+
+
+@dataclass
+class TrainRun:
+    """Everything one train() call holds fixed."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    main: bool
+    ds: Any
+    data: TrainData
+    schedule: Schedule
+    ctx: StepContext
+    model: Classifier
+    callbacks: Sequence[Any] = ()
+    writer: Any = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # runs.data_fingerprint(ds)
+
+
+# --- the loop ---------------------------------------------------------------------------
+def train(config: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = False,
+          overwrite: bool = False) -> Path:
+    """Train per `config`; returns the run folder (see spreadcon.runs).
+
+    An existing run in config.out_dir is refused unless resume=True (continue it: same config,
+    runtime keys aside, and same data) or overwrite=True (delete its run files first). Under
+    torchrun (WORLD_SIZE > 1) it trains with DDP: see spreadcon.distributed."""
     config.validate()
     owns_group = distributed.init_from_env()  # under torchrun: join the process group
-    main = distributed.is_main_process()      # only rank 0 writes the run folder
-    run_dir = Path(config.out_dir)
+    run = prepare(config, callbacks)          # every check; nothing written yet
+    with runs.writing(config, run.fingerprint, resume=resume, overwrite=overwrite, main=run.main):
+        state = new_state(run)
+        if resume:
+            resume_state(run, state)
+        elif run.main:
+            start_run_folder(run)
+        fit(run, state)
+        if run.main:
+            finish(run, state)
+        distributed.barrier()  # the run folder is complete when any process returns
+    if owns_group:  # after an error the group stays up, so the caller can still synchronise
+        distributed.teardown()
+    return run.run_dir
+
+
+def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
+    """Data, model, loss and step context, after every check that needs no run folder."""
+    from spreadcon.data.views import default_views
+
     device = distributed.local_device(runs.resolve_device(config.device))
     if config.track_examples and config.protocol == "contrastive_then_probe":
         raise ValueError("track_examples needs a CE head during training: use protocol joint or ce")
-
-    # Everything that can be wrong is checked before the first step.
     ds = runs.build_dataset(config)
+    check_finite_data(ds, config)
+    check_memory(config, ds.input_shape, device)
     loss_fn = distributed.global_batch_loss(build_loss(config))  # contrast across all processes
     model = runs.build_model(config, ds.input_shape, ds.num_classes).to(device)
+    memory_format = torch.channels_last if config.channels_last and ds.is_image else None
+    if memory_format is not None:  # NHWC convolutions: faster for conv nets on most CPUs and GPUs
+        model = model.to(memory_format=memory_format)
     views = default_views(ds)
-    if main:
-        runs.check_out_dir(run_dir)
-    runs.check_resume(config, run_dir, resume)
-    distributed.barrier()  # no process starts writing before all have checked the folder
-
-    train_rows = torch.nonzero(ds.split == 0).squeeze(1)
-    val_rows = torch.nonzero(ds.split == 1).squeeze(1)
-    x_train = ds.x[train_rows].to(device)
-    check_shapes(model, views, x_train, config, device)
-    y_con = ds.label[train_rows].to(device)                        # contrastive labels (maybe noisy)
-    clean = ds.clean_label if (config.ce_labels == "clean" and ds.clean_label is not None) else ds.label
-    y_ce = clean[train_rows].to(device)                            # CE targets
-    labelled = (ds.labelled[train_rows] if ds.labelled is not None
-                else torch.ones(len(train_rows), dtype=torch.bool)).to(device)
-    x_val, y_val = ds.x[val_rows], ds.label[val_rows]
-    n, k = len(train_rows), ds.num_classes
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
-    distributed.check_batches(n, config.batch_size)
+    data = train_data(ds, config, device)
+    check_shapes(model, views, data.x, config, device)
+    schedule = Schedule(data.n, config.batch_size, config.epochs, config.warmup_epochs)
+    distributed.check_batches(data.n, config.batch_size)
     step_model = distributed.wrap_model(model, device, sync_batchnorm=config.sync_batchnorm,
                                         find_unused_parameters=config.protocol == "contrastive_then_probe")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
+                else nullcontext())
+    ctx = StepContext(step_model, loss_fn, views, config, autocast,
+                      [cb for cb in callbacks if hasattr(cb, "relabel")], build_memory_bank(config, device),
+                      memory_format)
+    return TrainRun(config, Path(config.out_dir), device, distributed.is_main_process(), ds, data,
+                    schedule, ctx, model, callbacks, fingerprint=runs.data_fingerprint(ds))
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+def new_state(run: TrainRun) -> TrainState:
+    """Optimiser, schedule and seeded random streams: the state at step 0."""
+    config, sched = run.config, run.schedule
+    # foreach: one kernel per op over all parameters instead of a Python loop (bit-identical to
+    # the loop here, and the CUDA default already); fused is faster still but not bit-identical.
+    optimizer = torch.optim.AdamW(run.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup_steps, total_steps))
+        optimizer, lambda s: lr_factor(s, sched.warmup_steps, sched.total_steps))
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
     random.seed(config.seed)
     generators = {"order": torch.Generator().manual_seed(config.seed),
-                  "views": torch.Generator(device=device).manual_seed(distributed.rank_seed(config.seed + 1))}
-    relabelers = [cb for cb in callbacks if hasattr(cb, "relabel")]
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
-                else nullcontext())
+                  "views": torch.Generator(device=run.device).manual_seed(distributed.rank_seed(config.seed + 1))}
+    return TrainState(run.model, optimizer, scheduler, generators)
 
-    # The position in training: everything a checkpoint must hold to continue bit-identically.
-    pos: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "perm": None,
-                           "best_val": -1.0, "best_epoch": 0, "history": [], "acc": None}
-    if resume:
-        ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        pos = ckpt["position"]
-        pos["acc"] = None if pos["acc"] is None else {a: t.to(device) for a, t in pos["acc"].items()}
-        set_rng_state(ckpt["rng"], generators)
-        if not main:  # the checkpoint holds rank 0's augmentation stream
-            generators["views"].manual_seed(distributed.rank_seed(config.seed + 1) + pos["global_step"])
-        for cb, state in zip(callbacks, ckpt.get("callbacks", [])):
-            if state is not None and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(state)
-        if main:
-            runs.truncate_metrics(run_dir, pos["epoch"])
-    elif main:
-        runs.save_text(config.to_json() + "\n", run_dir / "config.json")
-        runs.save_text(json.dumps(runs.run_info(config, device, ds.summary()), indent=2) + "\n",
-                       run_dir / "run.json")
-        runs.save_text("", run_dir / "metrics.jsonl")
-    writer = tensorboard_writer(config, run_dir) if main else None
 
-    def checkpoint(path: Path) -> None:
-        if not main:
-            return
-        cpu_pos = dict(pos)
-        cpu_pos["acc"] = None if pos["acc"] is None else {a: t.cpu() for a, t in pos["acc"].items()}
-        runs.save_torch({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "position": cpu_pos, "rng": rng_state(generators),
-            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-            "config": config.to_dict(),
-        }, path)
+def _extra_state(run: TrainRun) -> list[Any]:
+    return [] if run.ctx.bank is None else [run.ctx.bank]
 
-    def new_accumulators() -> dict[str, Tensor]:
-        z = lambda *shape: torch.zeros(*shape, device=device, dtype=torch.float64)  # noqa: E731
-        acc = {"loss": z(()), "contrastive": z(()), "ce": z(()), "correct": z(()), "seen": z(()),
-               "images": z(()), "seconds": z(())}
-        if config.protocol != "ce" and config.loss == "spread":
-            acc["attract"], acc["repel"] = z(()), z(())
-        if config.protocol == "contrastive_then_probe":
-            acc["centre_sum"] = z(k, model.encoder.embed_dim)
-        if config.track_examples:
-            acc["example_correct"] = torch.zeros(n, dtype=torch.bool, device=device)
-        return acc
 
+def resume_state(run: TrainRun, state: TrainState) -> None:
+    load_checkpoint(run.run_dir / "checkpoint.pt", state, callbacks=run.callbacks, extra=_extra_state(run),
+                    device=run.device)
+    if not run.main:  # the checkpoint holds rank 0's augmentation stream
+        state.generators["views"].manual_seed(distributed.rank_seed(run.config.seed + 1) + state.global_step)
+    if run.main:
+        runs.truncate_metrics(run.run_dir, state.epoch)
+        runs.record_progress(run.run_dir, state.epoch)
+        run.writer = tensorboard_writer(run.config, run.run_dir)
+
+
+def start_run_folder(run: TrainRun) -> None:
+    """config.json, run.json (with the data fingerprint), an empty metrics.jsonl."""
+    runs.save_text(run.config.to_json() + "\n", run.run_dir / "config.json")
+    runs.save_json(runs.run_info(run.config, run.device, run.ds, run.fingerprint), run.run_dir / "run.json")
+    runs.save_text("", run.run_dir / "metrics.jsonl")
+    run.writer = tensorboard_writer(run.config, run.run_dir)
+
+
+def save_training_checkpoint(run: TrainRun, state: TrainState) -> None:
+    if run.main:
+        save_checkpoint(run.run_dir / "checkpoint.pt", state, callbacks=run.callbacks,
+                        extra=_extra_state(run), config=run.config.to_dict())
+
+
+def fit(run: TrainRun, state: TrainState) -> None:
+    """The epochs from state.epoch to config.epochs; Ctrl-C saves a checkpoint and raises."""
     with deferred_sigint() as sigint:
-        while pos["epoch"] < config.epochs:
-            epoch = pos["epoch"] + 1
-            if pos["perm"] is None:
-                pos["perm"] = torch.randperm(n, generator=generators["order"])
-                pos["acc"] = new_accumulators()
-            acc = pos["acc"]
-            model.train()
-            bar = _progress(config, epoch, steps_per_epoch, pos["step_in_epoch"])
-            while pos["step_in_epoch"] < steps_per_epoch:
-                b = pos["step_in_epoch"]
-                t0 = time.perf_counter()
-                idx = pos["perm"][b * config.batch_size:(b + 1) * config.batch_size].to(device)
-                idx = distributed.shard(idx)  # this process's part of the global batch
-                terms = _step(step_model, loss_fn, views, config, autocast, generators["views"], relabelers,
-                              pos["global_step"], x_train[idx], y_con[idx], y_ce[idx], labelled[idx], idx, acc)
-                loss_value = float(terms["loss"])  # one host sync per step: NaN check + progress
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"loss is {loss_value} at step {pos['global_step'] + 1} (epoch {epoch}, batch {b + 1}); "
-                        f"stopped before the update. The last good checkpoint is {run_dir / 'checkpoint.pt'} "
-                        f"(after epoch {_saved_epoch(run_dir)}); try a lower lr or grad_clip")
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                seconds = time.perf_counter() - t0
-                acc["seconds"] += seconds
-                pos["step_in_epoch"] += 1
-                pos["global_step"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{len(idx) / max(seconds, 1e-9):.0f}", refresh=False)
-                if sigint["stop"]:
-                    break
+        while state.epoch < run.config.epochs:
+            epoch = state.epoch + 1
+            stats = train_one_epoch(run, state, sigint=sigint)
+            if stats is None:
+                save_training_checkpoint(run, state)
+                raise KeyboardInterrupt(
+                    f"interrupted at epoch {epoch}, step {state.step_in_epoch} of {run.schedule.steps_per_epoch}; "
+                    f"checkpoint saved in {run.run_dir}; continue with resume")
+            end_epoch(run, state, {**stats, **validate(run, state)})
+            if sigint["stop"]:
+                raise KeyboardInterrupt(f"interrupted after epoch {epoch}; checkpoint saved in {run.run_dir}")
+    if run.writer is not None:
+        run.writer.close()
+
+
+def new_accumulators(config: TrainConfig, *, n: int, num_classes: int, embed_dim: int,
+                     device: torch.device) -> dict[str, Tensor]:
+    """An epoch's running sums (float64 scalars, on the device: no host sync per step)."""
+    z = lambda *shape: torch.zeros(*shape, device=device, dtype=torch.float64)  # noqa: E731
+    acc = {"loss": z(()), "contrastive": z(()), "ce": z(()), "correct": z(()), "seen": z(()),
+           "images": z(()), "seconds": z(())}
+    if config.protocol != "ce" and config.loss == "spread":
+        acc["attract"], acc["repel"] = z(()), z(())
+    if config.protocol == "contrastive_then_probe":
+        acc["centre_sum"] = z(num_classes, embed_dim)
+    if config.track_examples:
+        acc["example_correct"] = torch.zeros(n, dtype=torch.bool, device=device)
+    return acc
+
+
+def train_one_epoch(run: TrainRun, state: TrainState, *, sigint: dict[str, bool]) -> dict[str, float] | None:
+    """The rest of epoch state.epoch + 1; returns its averaged statistics (over all processes),
+    or None when Ctrl-C stopped it between two steps."""
+    epoch, sched, data = state.epoch + 1, run.schedule, run.data
+    if state.perm is None:
+        state.perm = torch.randperm(data.n, generator=state.generators["order"])
+        state.acc = new_accumulators(run.config, n=data.n, num_classes=run.ds.num_classes,
+                                     embed_dim=run.model.embed_dim, device=run.device)
+    state.model.train()
+    bar = _progress(run.config, epoch, sched.steps_per_epoch, state.step_in_epoch)
+    try:
+        while state.step_in_epoch < sched.steps_per_epoch:
+            t0 = time.perf_counter()
+            idx = distributed.shard(sched.batch(state.perm, state.step_in_epoch).to(run.device))
+            batch = Batch(data.x[idx], data.y_con[idx], data.y_ce[idx], data.labelled[idx], idx)
+            loss = train_step(run.ctx, batch, generator=state.generators["views"], step=state.global_step,
+                              acc=state.acc)
+            _check_finite_loss(float(loss), run, state)  # one host sync per step: NaN check + progress
+            if run.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), run.config.grad_clip)
+            state.optimizer.step()
+            state.scheduler.step()
+            seconds = time.perf_counter() - t0
+            state.acc["seconds"] += seconds
+            state.step_in_epoch += 1
+            state.global_step += 1
             if bar is not None:
-                bar.close()
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{len(idx) / max(seconds, 1e-9):.0f}", refresh=False)
             if sigint["stop"]:
-                checkpoint(run_dir / "checkpoint.pt")
-                raise KeyboardInterrupt(f"interrupted at epoch {epoch}, step {pos['step_in_epoch']} of "
-                                        f"{steps_per_epoch}; checkpoint saved in {run_dir}; continue with resume")
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if state.step_in_epoch < sched.steps_per_epoch:
+        return None
+    distributed.reduce_sums(state.acc)  # epoch statistics over all processes
+    return averaged_stats(epoch, state)
 
-            # end of epoch: validation, model selection, metrics, checkpoints
-            distributed.reduce_sums(acc)  # epoch statistics over all processes
-            metrics = _epoch_metrics(epoch, acc, optimizer, model, views, x_val, y_val, config, device)
-            if config.track_examples:
-                pos["history"].append(acc["example_correct"].cpu())
-                if main:
-                    runs.save_npy(torch.stack(pos["history"]).numpy(), run_dir / "example_correct.npy")
-            metrics["best"] = metrics["val_acc"] > pos["best_val"] or pos["best_epoch"] == 0
-            if metrics["best"]:
-                pos["best_val"], pos["best_epoch"] = metrics["val_acc"], epoch
-                if main:
-                    runs.save_torch({"model": model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"]},
-                                    run_dir / "best.pt")
-            if epoch in config.keep_checkpoints and main:
-                runs.save_torch({"model": model.state_dict(), "epoch": epoch}, run_dir / f"ckpt_epoch{epoch}.pt")
-            state = {"model": model, "metrics": metrics, "run_dir": run_dir, "epoch": epoch,
-                     "config": config, "dataset": ds}
-            for cb in callbacks:
-                if hasattr(cb, "on_epoch_end"):
-                    cb.on_epoch_end(epoch, state)
-            if main:
-                runs.append_metrics(run_dir, metrics)
-            if writer is not None:
-                for key, value in metrics.items():
-                    if isinstance(value, (int, float)):
-                        writer.add_scalar(key, value, epoch)
-            pos.update(epoch=epoch, step_in_epoch=0, perm=None, acc=None)
-            checkpoint(run_dir / "checkpoint.pt")
-            if sigint["stop"]:
-                raise KeyboardInterrupt(f"interrupted after epoch {epoch}; checkpoint saved in {run_dir}")
 
-    if writer is not None:
-        writer.close()
+def _check_finite_loss(value: float, run: TrainRun, state: TrainState) -> None:
+    if math.isfinite(value):
+        return
+    raise FloatingPointError(
+        f"loss is {value} at step {state.global_step + 1} (epoch {state.epoch + 1}, batch "
+        f"{state.step_in_epoch + 1}); stopped before the update (the input data is finite: checked before "
+        f"training). The last good checkpoint is {run.run_dir / 'checkpoint.pt'} (after epoch "
+        f"{_saved_epoch(run.run_dir)}); try a lower lr or grad_clip")
+
+
+def averaged_stats(epoch: int, state: TrainState) -> dict[str, float]:
+    """epoch, lr and the per-image means of the epoch's sums (attract / repel under L_spread)."""
+    acc = state.acc
+    seen = float(acc["seen"])
+    stats = {
+        "epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"],
+        "loss": float(acc["loss"]) / seen, "contrastive": float(acc["contrastive"]) / seen,
+        "ce": float(acc["ce"]) / seen, "train_acc": float(acc["correct"]) / seen,
+        "images_per_s": float(acc["images"]) / max(float(acc["seconds"]), 1e-9),
+    }
+    for term in ("attract", "repel"):
+        if term in acc:
+            stats[term] = float(acc[term]) / seen
+    return stats
+
+
+def _contrastive_labels(ctx: StepContext, z: Tensor, batch: Batch, step: int) -> Tensor:
+    labels = batch.y_con
+    for cb in ctx.relabelers:
+        labels = cb.relabel(step, z.detach(), labels, batch.idx)
+        if labels.shape != (len(batch.idx),):
+            raise ValueError(f"relabel returned labels of shape {tuple(labels.shape)}, expected ({len(batch.idx)},)")
+    return labels
+
+
+def _contrastive(ctx: StepContext, z: Tensor, labels: Tensor, acc: dict[str, Tensor]) -> Tensor:
+    """The contrastive loss of z [B, V, D] (unit vectors); logs L_spread's two terms in `acc`."""
+    memory = {} if ctx.bank is None else {"memory": ctx.bank}
+    if "attract" not in acc:
+        return ctx.loss_fn(z, labels, **memory)
+    value, terms = ctx.loss_fn(z, labels, return_terms=True, **memory)
+    acc["attract"] += terms["attract"].detach() * len(labels)
+    acc["repel"] += terms["repel"].detach() * len(labels)
+    return value
+
+
+def _cross_entropy(logits: Tensor, batch: Batch) -> Tensor:
+    """CE over all V views per image, averaged over views, then over the labelled images."""
+    b, v = logits.shape[:2]
+    per_view = F.cross_entropy(logits.flatten(0, 1), batch.y_ce.repeat_interleave(v), reduction="none")
+    per_image = per_view.view(b, v).mean(1)
+    return (per_image * batch.labelled).sum() / batch.labelled.sum().clamp_min(1)
+
+
+def train_step(ctx: StepContext, batch: Batch, *, generator: torch.Generator, step: int,
+               acc: dict[str, Tensor]) -> Tensor:
+    """Forward and backward for one batch (gradients left in the model for the optimiser);
+    accumulates epoch statistics in `acc` without a host sync. Returns the detached loss."""
+    config = ctx.config
+    b, v = batch.x.shape[0], config.views
+    xv = ctx.views(batch.x, v, generator).flatten(0, 1)             # [B*V, ...]
+    if ctx.memory_format is not None:
+        xv = xv.contiguous(memory_format=ctx.memory_format)
+    with ctx.autocast:
+        emb, logits = ctx.model(xv)                                 # [B*V, D], [B*V, K]
+    emb = emb.float().view(b, v, -1)
+    logits = logits.float().view(b, v, -1)
+    loss = emb.new_zeros(())
+    contrastive = ce = emb.new_zeros(())
+    labels = batch.y_con
+    if ctx.loss_fn is not None:
+        z = F.normalize(emb, dim=-1)                                # [B, V, D] on the unit sphere
+        labels = _contrastive_labels(ctx, z, batch, step)
+        contrastive = _contrastive(ctx, z, labels, acc)
+        loss = loss + config.contrastive_weight * contrastive
+    if config.protocol != "contrastive_then_probe":
+        ce = _cross_entropy(logits, batch)
+        loss = loss + config.ce_weight * ce
+    ctx.model.zero_grad(set_to_none=True)
+    loss.backward()
+    if ctx.bank is not None:
+        ctx.bank.push(z.detach(), labels)
+    _accumulate(acc, batch, emb=emb, logits=logits, losses=(loss, contrastive, ce))
+    return loss.detach()
+
+
+@torch.no_grad()
+def _accumulate(acc: dict[str, Tensor], batch: Batch, *, emb: Tensor, logits: Tensor,
+                losses: tuple[Tensor, Tensor, Tensor]) -> None:
+    b = len(batch.idx)
+    loss, contrastive, ce = losses
+    correct = logits[:, 0].argmax(-1) == batch.y_ce               # first view, CE head
+    acc["loss"] += loss.detach() * b
+    acc["contrastive"] += contrastive.detach() * b
+    acc["ce"] += ce.detach() * b
+    acc["correct"] += correct.sum()
+    acc["seen"] += b
+    acc["images"] += b
+    if "centre_sum" in acc:
+        acc["centre_sum"].index_add_(0, batch.y_con, F.normalize(emb[:, 0].detach(), dim=-1).double())
+    if "example_correct" in acc:
+        acc["example_correct"][batch.idx] = correct
+
+
+@torch.no_grad()
+def validate(run: TrainRun, state: TrainState) -> dict[str, float]:
+    """val_acc of this epoch's model (once per epoch): the CE head, or under contrastive_then_probe
+    the nearest centre of this epoch's training embeddings (then train_acc is NaN)."""
+    emb, logits = predict(state.model, run.data.x_val, prepare=run.ctx.views.prepare,
+                          batch_size=run.config.eval_batch_size, device=run.device)
+    out: dict[str, float] = {}
+    if "centre_sum" in state.acc:
+        centres = F.normalize(state.acc["centre_sum"].float().cpu(), dim=-1)
+        pred = (F.normalize(emb, dim=-1) @ centres.T).argmax(-1)
+        out["train_acc"] = float("nan")
+    else:
+        pred = logits.argmax(-1)
+    y_val = run.data.y_val
+    out["val_acc"] = float((pred == y_val).float().mean()) if len(y_val) else float("nan")
+    return out
+
+
+def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None:
+    """Model selection, kept checkpoints, callbacks, metrics.jsonl and TensorBoard, then the
+    checkpoint and run.json's epochs_trained (in that order: a crash leaves a resumable folder)."""
+    epoch, run_dir, main = metrics["epoch"], run.run_dir, run.main
+    if run.config.track_examples:
+        state.history.append(state.acc["example_correct"].cpu())
+        if main:
+            runs.save_npy(torch.stack(state.history).numpy(), run_dir / "example_correct.npy")
+    metrics["best"] = metrics["val_acc"] > state.best_val or state.best_epoch == 0
+    if metrics["best"]:
+        state.best_val, state.best_epoch = metrics["val_acc"], epoch
+        if main:
+            runs.save_torch({"model": state.model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"]},
+                            run_dir / "best.pt")
+    if epoch in run.config.keep_checkpoints and main:
+        runs.save_torch({"model": state.model.state_dict(), "epoch": epoch}, run_dir / f"ckpt_epoch{epoch}.pt")
+    view = {"model": state.model, "metrics": metrics, "run_dir": run_dir, "epoch": epoch,
+            "config": run.config, "dataset": run.ds}
+    for cb in run.callbacks:
+        if hasattr(cb, "on_epoch_end"):
+            cb.on_epoch_end(epoch, view)
     if main:
-        _finish(model, ds, views, config, run_dir, device, pos)
-    distributed.barrier()  # the run folder is complete when any process returns
-    if owns_group:
-        distributed.teardown()
-    return run_dir
+        runs.append_metrics(run_dir, metrics)
+    if run.writer is not None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                run.writer.add_scalar(key, value, epoch)
+    state.epoch, state.step_in_epoch, state.perm, state.acc = epoch, 0, None, None
+    save_training_checkpoint(run, state)
+    if main:
+        runs.record_progress(run_dir, epoch)
 
 
 def _saved_epoch(run_dir: Path) -> int | str:
     path = run_dir / "checkpoint.pt"
     if not path.exists():
         return "none saved yet"
-    return torch.load(path, map_location="cpu", weights_only=False)["position"]["epoch"]
+    return read_checkpoint(path)["position"]["epoch"]
 
 
 def _progress(config: TrainConfig, epoch: int, total: int, initial: int):
@@ -347,98 +639,27 @@ def _progress(config: TrainConfig, epoch: int, total: int, initial: int):
                 leave=False, dynamic_ncols=True)
 
 
-def _step(model, loss_fn, views, config: TrainConfig, autocast, gen: torch.Generator, relabelers,
-          step: int, x: Tensor, y_con: Tensor, y_ce: Tensor, labelled: Tensor, idx: Tensor,
-          acc: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Forward and backward for one batch; accumulates epoch statistics in `acc` (no host sync)."""
-    b, v = x.shape[0], config.views
-    xv = views(x, v, gen)                                           # [B, V, ...]
-    with autocast:
-        emb, logits = model(xv.flatten(0, 1))                       # [B*V, D], [B*V, K]
-    emb = emb.float().view(b, v, -1)
-    logits = logits.float().view(b, v, -1)
-    loss = emb.new_zeros(())
-    contrastive = ce = emb.new_zeros(())
-    if loss_fn is not None:
-        z = F.normalize(emb, dim=-1)                                # [B, V, D] on the unit sphere
-        labels = y_con
-        for cb in relabelers:
-            labels = cb.relabel(step, z.detach(), labels, idx)
-            if labels.shape != (b,):
-                raise ValueError(f"relabel returned labels of shape {tuple(labels.shape)}, expected ({b},)")
-        if "attract" in acc:  # L_spread: also log its two terms
-            contrastive, terms = loss_fn(z, labels, return_terms=True)
-            acc["attract"] += terms["attract"].detach() * b
-            acc["repel"] += terms["repel"].detach() * b
-        else:
-            contrastive = loss_fn(z, labels)
-        loss = loss + config.contrastive_weight * contrastive
-    if config.protocol != "contrastive_then_probe":
-        per_view = F.cross_entropy(logits.flatten(0, 1), y_ce.repeat_interleave(v), reduction="none")
-        per_image = per_view.view(b, v).mean(1)
-        ce = (per_image * labelled).sum() / labelled.sum().clamp_min(1)
-        loss = loss + config.ce_weight * ce
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-
-    with torch.no_grad():
-        correct = logits[:, 0].argmax(-1) == y_ce                   # first view, CE head
-        acc["loss"] += loss.detach() * b
-        acc["contrastive"] += contrastive.detach() * b
-        acc["ce"] += ce.detach() * b
-        acc["correct"] += correct.sum()
-        acc["seen"] += b
-        acc["images"] += b
-        if "centre_sum" in acc:
-            acc["centre_sum"].index_add_(0, y_con, F.normalize(emb[:, 0].detach(), dim=-1).double())
-        if "example_correct" in acc:
-            acc["example_correct"][idx] = correct
-    return {"loss": loss.detach()}
-
-
-@torch.no_grad()
-def _epoch_metrics(epoch: int, acc: dict[str, Tensor], optimizer, model, views, x_val: Tensor, y_val: Tensor,
-                   config: TrainConfig, device: torch.device) -> dict[str, Any]:
-    seen = float(acc["seen"])
-    metrics: dict[str, Any] = {
-        "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-        "loss": float(acc["loss"]) / seen, "contrastive": float(acc["contrastive"]) / seen,
-        "ce": float(acc["ce"]) / seen, "train_acc": float(acc["correct"]) / seen,
-        "images_per_s": float(acc["images"]) / max(float(acc["seconds"]), 1e-9),
-    }
-    for term in ("attract", "repel"):
-        if term in acc:
-            metrics[term] = float(acc[term]) / seen
-    emb, logits = runs.predict(model, views.prepare, x_val, config.eval_batch_size, device)
-    if "centre_sum" in acc:  # contrastive_then_probe: nearest class centre of this epoch's embeddings
-        centres = F.normalize(acc["centre_sum"].float().cpu(), dim=-1)
-        pred = (F.normalize(emb, dim=-1) @ centres.T).argmax(-1)
-        metrics["train_acc"] = float("nan")
-    else:
-        pred = logits.argmax(-1)
-    metrics["val_acc"] = float((pred == y_val).float().mean()) if len(y_val) else float("nan")
-    return metrics
-
-
-def _finish(model, ds, views, config: TrainConfig, run_dir: Path, device: torch.device, pos: dict) -> None:
+def finish(run: TrainRun, state: TrainState) -> None:
     """Load the best model; under contrastive_then_probe fit the CE head as a linear probe on the
-    frozen encoder; cache embeddings of every split."""
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    frozen encoder; cache embeddings of every split; mark run.json finished."""
+    model, config = state.model, run.config
+    best = read_checkpoint(run.run_dir / "best.pt")
     model.load_state_dict(best["model"])
     if config.protocol == "contrastive_then_probe" and not best.get("probed", False):
-        fit_probe(model, ds, views, config, device)
-        runs.save_torch({**best, "model": model.state_dict(), "probed": True}, run_dir / "best.pt")
-    runs.write_embeddings(model, ds, run_dir, config.eval_batch_size, device)
+        fit_probe(model, run.ds, run.ctx.views, config, run.device)
+        runs.save_torch({**best, "model": model.state_dict(), "probed": True}, run.run_dir / "best.pt")
+    runs.write_embeddings(model, run.ds, run.run_dir, config.eval_batch_size, run.device)
     model.eval()
+    runs.record_progress(run.run_dir, state.epoch, finished=True)
 
 
-def fit_probe(model: runs.Classifier, ds, views, config: TrainConfig, device: torch.device) -> None:
+def fit_probe(model: Classifier, ds, views, config: TrainConfig, device: torch.device) -> None:
     """Set model.head to a linear probe on frozen, un-augmented train embeddings (CE targets of
     the labelled examples; AdamW with config.probe_lr for config.probe_epochs, seeded)."""
     from spreadcon.evaluate.probes import fit_linear
 
     rows = torch.nonzero(ds.split == 0).squeeze(1)
-    emb, _ = runs.predict(model, views.prepare, ds.x[rows], config.eval_batch_size, device)
+    emb, _ = predict(model, ds.x[rows], prepare=views.prepare, batch_size=config.eval_batch_size, device=device)
     target = (ds.clean_label if config.ce_labels == "clean" and ds.clean_label is not None else ds.label)[rows]
     if ds.labelled is not None:
         emb, target = emb[ds.labelled[rows]], target[ds.labelled[rows]]

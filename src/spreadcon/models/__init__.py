@@ -2,7 +2,8 @@
 
     encoder = build_encoder("vit", (3, 32, 32))       # the paper's ViT, no projection head
     z = encoder(x)                                    # [B, 256]
-    encoder = build_encoder("cnn-test", (1, 8, 8), proj_dim=32)
+    encoder = build_encoder("cnn-test", (1, 8, 8), proj_dim=32)   # with a projection head `proj`
+    model = Classifier(encoder, num_classes=10)       # + the cross-entropy head `head`
 
 ENCODERS maps a name to a builder `(input_shape, **options) -> backbone` (a module with a
 `feature_dim` attribute); each builder's docstring's first line describes it.
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from torch import nn
 
 from spreadcon.models import resnet, small, vit
+from spreadcon.models.classifier import Classifier
 from spreadcon.models.encoder import Encoder, image_shape
 from spreadcon.models.heads import projection_head
 
@@ -48,11 +50,11 @@ def describe(name: str) -> str:
 
 
 def build_encoder(name: str, input_shape: tuple[int, ...], *, proj_dim: int | None = None,
-                  proj_hidden: int | None = None, head: str = "mlp", **overrides: Any) -> Encoder:
+                  proj_hidden: int | None = None, proj_kind: str = "mlp", **overrides: Any) -> Encoder:
     """Encoder `name` for inputs of shape `input_shape` ((C, H, W) images or (D,) vectors).
 
-    proj_dim=None (the paper's setting) means no projection head; otherwise a `head` ('mlp' or
-    'linear') maps the backbone's feature_dim to proj_dim. `overrides` go to the family's
+    proj_dim=None (the paper's setting) means no projection head; otherwise a head `proj` of kind
+    `proj_kind` ('mlp' or 'linear') maps the backbone's feature_dim to proj_dim. `overrides` go to the family's
     constructor (see `encoder_options(name)`). Raises ValueError on an unknown name, an unknown
     option, or an input_shape the encoder cannot take.
     """
@@ -64,9 +66,9 @@ def build_encoder(name: str, input_shape: tuple[int, ...], *, proj_dim: int | No
     input_shape = tuple(int(s) for s in input_shape)
     backbone = builder(input_shape, **overrides)
     feature_dim = int(backbone.feature_dim)
-    proj = None if proj_dim is None else projection_head(feature_dim, int(proj_dim), proj_hidden, head)
-    options = dict(overrides, proj_dim=proj_dim, proj_hidden=proj_hidden, head=head)
-    return Encoder(backbone, feature_dim, input_shape, head=proj, embed_dim=proj_dim, name=name, options=options)
+    proj = None if proj_dim is None else projection_head(feature_dim, int(proj_dim), proj_hidden, proj_kind)
+    options = dict(overrides, proj_dim=proj_dim, proj_hidden=proj_hidden, proj_kind=proj_kind)
+    return Encoder(backbone, feature_dim, input_shape, proj=proj, embed_dim=proj_dim, name=name, options=options)
 
 
 def _check_name(name: str) -> str:
@@ -75,4 +77,4 @@ def _check_name(name: str) -> str:
     return name
 
 
-__all__ = ["ENCODERS", "Encoder", "build_encoder", "describe", "encoder_options", "image_shape", "projection_head"]
+__all__ = ["ENCODERS", "Classifier", "Encoder", "build_encoder", "describe", "encoder_options", "image_shape", "projection_head"]

@@ -1,10 +1,11 @@
-"""Encoder = backbone + optional projection head (timm's forward_features / forward split).
+"""Encoder = backbone + optional projection head `proj` (timm's forward_features / forward split).
 
     forward_features(x [B, *input_shape]) -> [B, feature_dim]   the backbone embedding
-    forward(x)                            -> [B, embed_dim]     the head's output (identity if no head)
+    forward(x)                            -> [B, embed_dim]     proj's output (identity if no proj)
 
 The paper and its authors use no projection head: the contrastive loss and the cross-entropy
-head both read the backbone embedding, so `head` defaults to None and embed_dim == feature_dim.
+head both read the backbone embedding, so `proj` defaults to None and embed_dim == feature_dim.
+(The cross-entropy head is `Classifier.head`, in spreadcon.models.classifier.)
 Losses L2-normalise what they receive; the encoder returns unnormalised vectors.
 """
 
@@ -16,16 +17,16 @@ from torch import Tensor, nn
 
 
 class Encoder(nn.Module):
-    def __init__(self, backbone: nn.Module, feature_dim: int, input_shape: tuple[int, ...],
-                 head: nn.Module | None = None, embed_dim: int | None = None, name: str = "",
+    def __init__(self, backbone: nn.Module, feature_dim: int, input_shape: tuple[int, ...], *,
+                 proj: nn.Module | None = None, embed_dim: int | None = None, name: str = "",
                  options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = head if head is not None else nn.Identity()
+        self.proj = proj if proj is not None else nn.Identity()
         self.feature_dim = int(feature_dim)
-        if head is not None and embed_dim is None:
-            raise ValueError("Encoder: give embed_dim (the head's output width) together with a head")
-        self.embed_dim = int(feature_dim if head is None else embed_dim)
+        if proj is not None and embed_dim is None:
+            raise ValueError("Encoder: give embed_dim (proj's output width) together with proj")
+        self.embed_dim = int(feature_dim if proj is None else embed_dim)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.name = name
         self.options = dict(options or {})
@@ -44,7 +45,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, *input_shape] -> [B, embed_dim]."""
-        return self.head(self.forward_features(x))
+        return self.proj(self.forward_features(x))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_shape={self.input_shape}, feature_dim={self.feature_dim}, embed_dim={self.embed_dim}"

@@ -60,7 +60,7 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
 
-    def __init__(self, width: int, heads: int, mlp_dim: int, dropout: float, drop_path: float,
+    def __init__(self, width: int, heads: int, mlp_dim: int, *, dropout: float, drop_path: float,
                  attn_out_proj: bool) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
@@ -99,7 +99,8 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, width))
         self.pos_drop = nn.Dropout(dropout)
         rates = [k * drop_path / (depth - 1) if depth > 1 else 0.0 for k in range(depth)]
-        self.blocks = nn.Sequential(*[Block(width, heads, mlp_dim, dropout, r, attn_out_proj) for r in rates])
+        self.blocks = nn.Sequential(*[Block(width, heads, mlp_dim, dropout=dropout, drop_path=r, attn_out_proj=attn_out_proj)
+                                      for r in rates])
         self.norm = nn.LayerNorm(width)
         self._init_weights()
 
