@@ -52,11 +52,11 @@ def test_train_resume_refusal_and_eval(tmp_path, capsys):
 
     assert main(["eval", str(run_dir), "--probe-epochs", "2", "--no-pictures"]) == 0
     result = json.loads((run_dir / "eval" / "eval.json").read_text())
-    for key in ("end_model_accuracy", "end_model_auroc", "linear_probe_accuracy", "fine_transfer_accuracy",
-                "intra_class_cosine", "alignment", "uniformity", "strata_distances"):
+    for key in ("coarse_accuracy", "auroc", "coarse_val_accuracy", "fine_transfer_accuracy",
+                "fine_transfer_val_accuracy", "intra_class_cosine", "alignment", "uniformity", "strata"):
         assert key in result, key
     assert 0 <= result["fine_transfer_accuracy"] <= 1 and -1 <= result["intra_class_cosine"] <= 1
-    assert "| end_model_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
+    assert "| coarse_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
     stamped = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert stamped["stamp"]["file"] == "best.pt" and stamped["stamp"]["epoch"] == 1 and stamped["status"] == "1 of 1 epochs"
     assert main(["eval", str(run_dir), "--check"]) == 0

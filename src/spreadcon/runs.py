@@ -479,43 +479,45 @@ class Run:
         return default_views(self.dataset)
 
     def embeddings(self, split: str) -> dict[str, np.ndarray]:
-        """The cached embeddings of one split: embedding [N, D], logits [N, K], label, stratum,
-        index [N] (rows of the dataset); computed and cached when missing."""
+        """One split's `split_arrays`: embedding [N, D], logits [N, K], label, stratum, index [N]
+        (rows of the dataset). The best checkpoint's are cached in embeddings/ (computed when
+        missing); any other checkpoint's are computed afresh, not cached."""
+        device = next(self.model.parameters()).device
+        if str(self.checkpoint) != "best":
+            return split_arrays(self.model, self.dataset, split, self.config.eval_batch_size, device)
         path = self.run_dir / "embeddings" / f"{split}.npz"
         if not path.exists():
-            write_embeddings(self.model, self.dataset, self.run_dir, self.config.eval_batch_size,
-                             device=next(self.model.parameters()).device)
+            write_embeddings(self.model, self.dataset, self.run_dir, self.config.eval_batch_size, device)
         with np.load(path) as data:
             return dict(data)
 
 
-def predict(model: Classifier, x_prepared: Callable[[Tensor], Tensor], x: Tensor, batch_size: int,
-            device: torch.device) -> tuple[Tensor, Tensor]:
-    """Deprecated: use spreadcon.evaluate.embed.predict(model, x, prepare=..., batch_size=..., device=...)."""
-    from spreadcon.evaluate.embed import predict as predict_
+def split_arrays(model: Classifier, ds: Any, split: str, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """One split through the model (eval mode): embedding [N, D], logits [N, K], index, label, stratum
+    (rows of the dataset as trained), and clean_label, group, origin (rows of the dataset as loaded) when set."""
+    from spreadcon.data import SPLITS
+    from spreadcon.data.views import default_views
+    from spreadcon.evaluate.embed import predict
 
-    return predict_(model, x, prepare=x_prepared, batch_size=batch_size, device=device)
+    index = torch.nonzero(ds.split == SPLITS[split]).squeeze(1)
+    emb, logits = predict(model, ds.x[index], prepare=default_views(ds).prepare, batch_size=batch_size,
+                          device=device)
+    arrays = {"embedding": emb.numpy(), "logits": logits.numpy(), "index": index.numpy(),
+              "label": ds.label[index].numpy(), "stratum": ds.stratum[index].numpy()}
+    for key in ("clean_label", "group", "origin"):
+        if getattr(ds, key) is not None:
+            arrays[key] = getattr(ds, key)[index].numpy()
+    return arrays
 
 
 def write_embeddings(model: Classifier, ds: Any, run_dir: Path, batch_size: int, device: torch.device) -> None:
-    """embeddings/{train,val,test}.npz: embedding [N, D], logits [N, K], label, stratum, index (rows of
-    the dataset as trained), and clean_label, group, origin (rows of the dataset as loaded) when set."""
+    """embeddings/{train,val,test}.npz: `split_arrays` of every split (the best model's cache)."""
     from spreadcon.data import SPLITS
-    from spreadcon.data.views import default_views
-    from spreadcon.evaluate.embed import predict as predict_
 
-    views = default_views(ds)
     out = Path(run_dir) / "embeddings"
     out.mkdir(exist_ok=True)
-    for split, code in SPLITS.items():
-        index = torch.nonzero(ds.split == code).squeeze(1)
-        emb, logits = predict_(model, ds.x[index], prepare=views.prepare, batch_size=batch_size, device=device)
-        arrays = {"embedding": emb.numpy(), "logits": logits.numpy(), "index": index.numpy(),
-                  "label": ds.label[index].numpy(), "stratum": ds.stratum[index].numpy()}
-        for key in ("clean_label", "group", "origin"):
-            if getattr(ds, key) is not None:
-                arrays[key] = getattr(ds, key)[index].numpy()
-        save_npz(out / f"{split}.npz", **arrays)
+    for split in SPLITS:
+        save_npz(out / f"{split}.npz", **split_arrays(model, ds, split, batch_size, device))
 
 
 def load_run(run_dir: str | Path, checkpoint: str | int = "best", device: str | torch.device = "cpu") -> Run:

@@ -290,7 +290,6 @@ def apply_to_run(run_dir: str | Path, *, corrector: NoisyLabelCorrector | None =
     """
     from sklearn.base import clone
 
-    from spreadcon.apps.robustness import embed_splits
     from spreadcon.evaluate.stamp import checkpoint_stamp
     from spreadcon.runs import load_run
 
@@ -299,7 +298,7 @@ def apply_to_run(run_dir: str | Path, *, corrector: NoisyLabelCorrector | None =
     fit = clone(corrector if corrector is not None else NoisyLabelCorrector())
     _check_rate(fit.noise_rate)  # before any work
     run = load_run(run_dir, checkpoint=checkpoint)
-    emb = embed_splits(run, checkpoint)[split] if checkpoint != "best" else run.embeddings(split)
+    emb = run.embeddings(split)
     fit.fit(emb["embedding"], emb["label"])
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "noisy"
     out.mkdir(parents=True, exist_ok=True)

@@ -119,25 +119,9 @@ def class_pictures(rec: StrataRecovery, y: np.ndarray, groups: np.ndarray, out_d
     return paths
 
 
-def embed_splits(run, checkpoint: str = "best") -> dict[str, dict[str, np.ndarray]]:
-    """The train/val/test embeddings of a loaded run: the run's cache for the best checkpoint,
-    computed afresh (eval mode, not cached) for any other."""
-    if checkpoint == "best":
-        return {s: run.embeddings(s) for s in SPLIT_NAMES}
-    from spreadcon.data import SPLITS
-    from spreadcon.runs import predict
-
-    ds, device = run.dataset, next(run.model.parameters()).device
-    splits = {}
-    for split in SPLIT_NAMES:
-        rows = (ds.split == SPLITS[split]).nonzero().squeeze(1)
-        emb, logits = predict(run.model, run.views().prepare, ds.x[rows], run.config.eval_batch_size, device)
-        splits[split] = {"embedding": emb.numpy(), "logits": logits.numpy(), "label": ds.label[rows].numpy(),
-                         "stratum": ds.stratum[rows].numpy(), "index": rows.numpy()}
-        if ds.group is not None:
-            splits[split]["group"] = ds.group[rows].numpy()
-    return splits
-
+def embed_splits(run) -> dict[str, dict[str, np.ndarray]]:
+    """The train/val/test `Run.embeddings` of a loaded run (at the checkpoint it was loaded with)."""
+    return {s: run.embeddings(s) for s in SPLIT_NAMES}
 
 def apply_to_run(run_dir: str | Path, *, recovery: StrataRecovery | None = None, end_model: GroupDRO | None = None,
                  normalize: bool = True, checkpoint: str = "best", out_dir: str | Path | None = None,
@@ -150,7 +134,7 @@ def apply_to_run(run_dir: str | Path, *, recovery: StrataRecovery | None = None,
     from spreadcon.runs import load_run
 
     run = load_run(run_dir, checkpoint=checkpoint)
-    splits = embed_splits(run, checkpoint)
+    splits = embed_splits(run)
     result, rec = robustness(splits, recovery=recovery, end_model=end_model, normalize=normalize)
     result["run_dir"] = str(run_dir)
     result["stamp"] = checkpoint_stamp(run_dir, checkpoint)

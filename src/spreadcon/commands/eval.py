@@ -1,26 +1,15 @@
 """`spreadcon eval RUN_DIR`: the paper's evaluations of one trained run.
 
-    metrics = evaluate_run("runs/spread")     # also writes runs/spread/eval/{eval.json, eval.md, *.png}
+    result = evaluate("runs/spread")     # also writes runs/spread/eval/{eval.json, eval.md, metrics.json, *.png}
+
+The numbers are `spreadcon.evaluate.run.evaluate_run`'s (the project's one evaluation and its
+metric vocabulary, METRICS), on the test and val splits, plus three diagnostics of the test
+embeddings that only this command reports: cosine_to_class_centre, alignment and uniformity
+(Wang & Isola 2020, on two augmented views of each test image), and per-stratum rows (Figure 3).
 
 Outputs are stamped (metrics.json: the checkpoint's file, epoch and sha256); an eval/ whose
 stamp no longer matches the run (resumed, retrained) is replaced, and `--check` reports it
 stale. An unfinished run is evaluated and reported as such ("1 of 3 epochs: unfinished").
-
-Everything is measured on the run's best checkpoint in eval mode, on un-augmented images, from
-the encoder output: the embedding the contrastive loss reads (after L2-normalisation) and the CE
-head reads (as is). Probes are linear layers on that embedding (spreadcon.evaluate.probes, the
-authors' recipe: AdamW lr 1e-3, 100 epochs), fit on the train split and scored on val and test.
-
-Metrics (test split unless named *_val):
-  end_model_accuracy       the model's own CE head on the training task (paper Figure 4 left)
-  end_model_auroc          the same as AUROC, for binary tasks (the paper's ISIC metric)
-  linear_probe_accuracy    a fresh linear probe on the training labels
-  fine_transfer_accuracy   coarse-to-fine: a linear probe on the strata (fine labels) of a model
-                           trained on coarse labels (Figure 4 right); only when strata are finer
-  intra_class_cosine       mean cosine similarity of two points of one class (Figure 2; 1 = collapse)
-  cosine_to_class_centre   mean cosine of a point with its class centre
-  alignment, uniformity    Wang & Isola (2020), on two augmented views of each test image
-  strata_distances         per stratum: size and mean distance to its sibling strata (Figure 3)
 """
 
 from __future__ import annotations
@@ -76,82 +65,18 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "status": status}
 
 
-def _splits(run, checkpoint: str, device: str) -> dict[str, dict[str, Any]]:
-    """Per split {"embedding", "logits", "label", "stratum", "index"} as tensors."""
-    import torch
-
-    if checkpoint == "best":
-        emb = {s: run.embeddings(s) for s in ("train", "val", "test")}
-    else:  # the cache holds the best model only: embed afresh
-        from spreadcon.runs import predict
-
-        ds, views, emb = run.dataset, run.views(), {}
-        for s, code in (("train", 0), ("val", 1), ("test", 2)):
-            rows = torch.nonzero(ds.split == code).squeeze(1)
-            e, lg = predict(run.model, views.prepare, ds.x[rows], run.config.eval_batch_size, torch.device(device))
-            emb[s] = {"embedding": e.numpy(), "logits": lg.numpy(), "label": ds.label[rows].numpy(),
-                      "stratum": ds.stratum[rows].numpy(), "index": rows.numpy()}
-    return {s: {k: torch.from_numpy(v) for k, v in d.items()} for s, d in emb.items()}
-
-
-def shared_evaluate_run():
-    """`spreadcon.evaluate.run.evaluate_run`, the project's one evaluation, where this tree has it."""
-    try:
-        from spreadcon.evaluate.run import evaluate_run as shared
-    except ImportError:
-        return None
-    return shared
-
-
-def _probe_metrics(run, t: dict, checkpoint: str, *, probe_epochs: int, seed: int) -> dict[str, Any]:
-    """End model, linear probe and coarse-to-fine numbers; the vocabulary of
-    `spreadcon.evaluate.run` beside them (under "metrics") where it is importable."""
-    import torch
-
-    from spreadcon.evaluate import metrics, probes
-
-    tr, va, te = t["train"], t["val"], t["test"]
-    ds = run.dataset
-    out: dict[str, Any] = {"end_model_accuracy": metrics.accuracy(te["logits"], te["label"]),
-                           "end_model_val_accuracy": metrics.accuracy(va["logits"], va["label"])}
-    if ds.num_classes == 2:
-        out["end_model_auroc"] = metrics.auroc(te["logits"], te["label"])
-
-    def probe(target: str, k: int) -> tuple[float, float]:
-        layer = probes.fit_linear(tr["embedding"], tr[target], k, epochs=probe_epochs, seed=seed)
-        with torch.no_grad():
-            return (metrics.accuracy(layer(va["embedding"]), va[target]),
-                    metrics.accuracy(layer(te["embedding"]), te[target]))
-
-    out["linear_probe_val_accuracy"], out["linear_probe_accuracy"] = probe("label", ds.num_classes)
-    shared = shared_evaluate_run()
-    if shared is not None:
-        vocab = {**shared(run, "test", checkpoint, probe_epochs=probe_epochs, seed=seed),
-                 **shared(run, "val", checkpoint, probe_epochs=probe_epochs, seed=seed, geometry=False)}
-        out["metrics"] = vocab
-        for key in ("fine_transfer_accuracy", "fine_transfer_val_accuracy"):
-            if key in vocab:
-                out[key] = vocab[key]
-    elif ds.num_strata > ds.num_classes:
-        out["fine_transfer_val_accuracy"], out["fine_transfer_accuracy"] = probe("stratum", ds.num_strata)
-    return out
-
-
-def _geometry(run, te: dict, *, seed: int, device: str) -> dict[str, Any]:
-    """The paper's geometry of the test embeddings, and alignment on two augmented views."""
+def _diagnostics(run, te: dict, *, seed: int) -> dict[str, Any]:
+    """cosine_to_class_centre, uniformity, and alignment on two augmented views of each test image."""
     import torch
 
     from spreadcon.evaluate import geometry
     from spreadcon.evaluate.embed import embed
 
-    z, y, s = te["embedding"], te["label"], te["stratum"]
+    z, y = te["embedding"], te["label"]
     pairs = run.views()(run.dataset.x[te["index"]], 2, torch.Generator().manual_seed(seed))  # [N, 2, ...]
-    a = embed(run.model.encoder, pairs[:, 0], device=device)
-    b = embed(run.model.encoder, pairs[:, 1], device=device)
-    return {"intra_class_cosine": geometry.intra_class_cosine(z, y),
-            "cosine_to_class_centre": float(geometry.cosine_to_class_centre(z, y).mean()),
-            "uniformity": geometry.uniformity(z), "alignment": geometry.alignment(a, b),
-            "strata_distances": geometry.strata_centre_distances(z, y, s)}
+    a, b = (embed(run.model.encoder, pairs[:, v]) for v in (0, 1))
+    return {"cosine_to_class_centre": float(geometry.cosine_to_class_centre(z, y).mean()),
+            "uniformity": geometry.uniformity(z), "alignment": geometry.alignment(a, b)}
 
 
 def _pictures(run, te: dict, out: Path, title: str, *, which: bool | str, seed: int) -> list[str]:
@@ -180,12 +105,15 @@ def replace_stale(out: Path, run_dir: Path) -> str | None:
     return reason
 
 
-def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best",
-                 probe_epochs: int = 100, pictures: bool | str = True, device: str = "cpu",
-                 seed: int = 0) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best",
+             probe_epochs: int = 100, pictures: bool | str = True, device: str = "cpu",
+             seed: int = 0) -> dict[str, Any]:
     """Evaluate a run folder; write out_dir/eval.json, eval.md, metrics.json (stamped with the
-    checkpoint's epoch and sha256) and PNGs; return the metrics.
+    checkpoint's epoch and sha256) and PNGs; return the result.
     pictures: True (Figures 2 and 3), "fig2" (Figure 2 only) or False."""
+    import torch
+
+    from spreadcon.evaluate.run import evaluate_run, strata_rows
     from spreadcon.evaluate.stamp import checkpoint_stamp
     from spreadcon.runs import load_run
 
@@ -195,47 +123,49 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path | None = None, *, chec
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     stale = replace_stale(out, Path(run_dir))
-    config = run.config
-    result: dict[str, Any] = {
-        "run_dir": str(run_dir), "checkpoint": checkpoint, "stamp": stamp, "status": status["status"],
-        "finished": status["finished"], "epochs_trained": status["epochs_trained"], "dataset": config.dataset,
-        "encoder": config.encoder, "protocol": config.protocol,
-        "loss": "ce" if config.protocol == "ce" else config.loss, "alpha": config.alpha,
-        "temperature": config.temperature, "seed": config.seed, "epochs": config.epochs,
-        "num_classes": run.dataset.num_classes, "num_strata": run.dataset.num_strata,
-        "probed_layer": "encoder output (what the loss and the CE head read)",
-    }
+    metrics = {**evaluate_run(run, "test", checkpoint, probe_epochs=probe_epochs, seed=seed),
+               **evaluate_run(run, "val", checkpoint, probe_epochs=probe_epochs, seed=seed, geometry=False)}
+    te = {k: torch.from_numpy(v) for k, v in run.embeddings("test").items()}
+    described = {k: v for k, v in status.items() if k != "config"}
+    result = {**_describe(run, run_dir, checkpoint), "stamp": stamp, **described, "metrics": metrics, **metrics, **_diagnostics(run, te, seed=seed),
+              "strata": strata_rows(run, "test", checkpoint)}
     if stale:
         result["replaced_stale_eval"] = stale
-    t = _splits(run, checkpoint, device)
-    result.update(_probe_metrics(run, t, checkpoint, probe_epochs=probe_epochs, seed=seed))
-    result.update(_geometry(run, t["test"], seed=seed, device=device))
     if pictures:
-        title = f"{result['loss']} on {config.dataset} (test split)"
-        result["pictures"] = _pictures(run, t["test"], out, title, which=pictures, seed=seed)
-    numbers = {k: v for k, v in result.items() if isinstance(v, float) and k not in ("alpha", "temperature")}
-    (out / "metrics.json").write_text(json.dumps({"stamp": stamp, "status": status["status"],
-                                                  "metrics": result.get("metrics", numbers)}, indent=2) + "\n")
+        title = f"{result['loss']} on {run.config.dataset} (test split)"
+        result["pictures"] = _pictures(run, te, out, title, which=pictures, seed=seed)
+    (out / "metrics.json").write_text(json.dumps({"stamp": stamp, "status": status["status"], "metrics": metrics},
+                                                 indent=2) + "\n")
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "eval.md").write_text(markdown(result))
     return result
 
 
+def _describe(run, run_dir: str | Path, checkpoint: str) -> dict[str, Any]:
+    config = run.config
+    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "dataset": config.dataset,
+            "encoder": config.encoder, "protocol": config.protocol,
+            "loss": "ce" if config.protocol == "ce" else config.loss, "alpha": config.alpha,
+            "temperature": config.temperature, "seed": config.seed,
+            "num_classes": run.dataset.num_classes, "num_strata": run.dataset.num_strata,
+            "probed_layer": "encoder output (what the loss and the CE head read)"}
+
+
 def markdown(result: dict[str, Any]) -> str:
-    keys = ["end_model_accuracy", "end_model_auroc", "linear_probe_accuracy", "fine_transfer_accuracy",
-            "intra_class_cosine", "cosine_to_class_centre", "alignment", "uniformity",
-            "end_model_val_accuracy", "linear_probe_val_accuracy", "fine_transfer_val_accuracy"]
+    keys = [*result["metrics"], "cosine_to_class_centre", "alignment", "uniformity"]
     lines = [f"# Evaluation of `{result['run_dir']}` ({result['checkpoint']} checkpoint)", "",
              f"{result['loss']} (protocol {result['protocol']}, alpha {result['alpha']}, tau "
              f"{result['temperature']}) on {result['dataset']} with {result['encoder']}, seed {result['seed']}, "
              f"{result['status']}. Test split unless marked val; probes read the {result['probed_layer']}.",
              "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {result[k]:.4f} |" for k in keys if k in result]
-    lines += ["", "Strata (Figure 3): size and mean distance to the other strata centres of the class.", "",
-              "| class | stratum | size | mean distance |", "|---|---|---|---|"]
-    for r in result["strata_distances"]:
-        d = "" if r["mean_distance"] is None else f"{r['mean_distance']:.3f}"
-        lines.append(f"| {r['label']} | {r['stratum']} | {r['size']} | {d} |")
+    lines += ["", "Strata (Figure 3): training size, cosine of the stratum's test points with their class "
+              "centre and their stratum centre, distance of the stratum centre to the class centre.", "",
+              "| class | stratum | train size | class-centre cos | stratum-centre cos | centre distance |",
+              "|---|---|---|---|---|---|"]
+    for r in result["strata"]:
+        lines.append(f"| {r['class']} | {r['stratum']} | {r['train_size']} | {r['class_centre_cosine']:.3f} | "
+                     f"{r['stratum_centre_cosine']:.3f} | {r['centre_distance']:.3f} |")
     for p in result.get("pictures", []):
         lines += ["", f"![{p}]({p})"]
     return "\n".join(lines) + "\n"
@@ -262,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         return check(args.run_dir, out)
     if args.probe_epochs < 1:
         raise ValueError(f"--probe-epochs must be >= 1, got {args.probe_epochs}")
-    result = evaluate_run(args.run_dir, args.out, checkpoint=args.checkpoint, probe_epochs=args.probe_epochs,
+    result = evaluate(args.run_dir, args.out, checkpoint=args.checkpoint, probe_epochs=args.probe_epochs,
                           pictures=args.pictures, device=args.device, seed=args.seed)
     print(markdown(result))
     if result.get("replaced_stale_eval"):

@@ -54,21 +54,12 @@ def _load(run: Any, checkpoint: str) -> Any:
 
 
 def _arrays(run: Any, split: str, checkpoint: str) -> dict[str, torch.Tensor]:
-    """The split's embedding [N, D], logits [N, K], label, stratum (and group) [N] as tensors."""
+    """The split's embedding [N, D], logits [N, K], label, stratum (and group) [N] as tensors, from
+    `Run.embeddings` (the cache for the best checkpoint, computed afresh for any other)."""
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r}; choose train, val or test")
-    if checkpoint != "best":  # the run's cache holds the best model only: embed afresh
-        from spreadcon.data import SPLITS
-        from spreadcon.runs import predict
-
-        ds = run.dataset
-        rows = torch.nonzero(ds.split == SPLITS[split]).squeeze(1)
-        emb, logits = predict(run.model, run.views().prepare, ds.x[rows], run.config.eval_batch_size,
-                              next(run.model.parameters()).device)
-        out = {"embedding": emb, "logits": logits, "label": ds.label[rows], "stratum": ds.stratum[rows]}
-        if ds.group is not None:
-            out["group"] = ds.group[rows]
-        return out
+    if str(run.checkpoint) != str(checkpoint):
+        raise ValueError(f"the run was loaded at checkpoint {run.checkpoint!r}, not {checkpoint!r}")
     return {k: torch.from_numpy(v) for k, v in run.embeddings(split).items()}
 
 

@@ -120,30 +120,12 @@ def train_run(spec: RunSpec, ctx: Context, callbacks: Sequence[Any] = ()) -> Pat
     from spreadcon import runs
 
     config = train_config(spec, ctx)
-    train_or_reuse = getattr(runs, "train_or_reuse", _fallback_train_or_reuse)
-    is_finished = getattr(runs, "is_finished", _fallback_is_finished)
-    run_dir = Path(config.out_dir)
-    finished = is_finished(run_dir)
+    finished = runs.is_finished(Path(config.out_dir))
     if not ctx.train and not finished:
         raise RunNotFinished(f"{spec.key} has not finished")
     if ctx.verbose:
         print(f"[reproduce] {spec.key}: {'reused' if finished else 'training'}", flush=True)
-    return Path(train_or_reuse(config, callbacks=callbacks))
-
-
-# fallback until runs.train_or_reuse lands --------------------------------------------------
-def _fallback_is_finished(run_dir: Path) -> bool:
-    return (Path(run_dir) / "config.json").exists() and (Path(run_dir) / "embeddings" / "test.npz").exists()
-
-
-def _fallback_train_or_reuse(config, callbacks: Sequence[Any] = ()) -> Path:
-    from spreadcon.train import train
-
-    run_dir = Path(config.out_dir)
-    if _fallback_is_finished(run_dir):
-        return run_dir
-    return train(config, callbacks=callbacks, resume=(run_dir / "checkpoint.pt").exists())
-# end of fallback ------------------------------------------------------------------------------
+    return Path(runs.train_or_reuse(config, callbacks=callbacks))
 
 
 # --- running an experiment --------------------------------------------------------------------
