@@ -322,3 +322,11 @@ def test_channels_last_trains_the_same_model_up_to_rounding(tmp_path):
     nhwc = runs.read_metrics(train(tiny(tmp_path, "b", epochs=1, channels_last=True)))
     assert nhwc[0]["loss"] == pytest.approx(plain[0]["loss"], rel=1e-3)
     assert nhwc[0]["val_acc"] == pytest.approx(plain[0]["val_acc"], abs=0.05)
+
+
+def test_without_a_val_split_the_last_epoch_is_kept(tmp_path):
+    """dataset option val_fraction=0 (the paper's final runs): no model selection, best.pt = last epoch."""
+    run_dir = train(tiny(tmp_path, epochs=2, dataset_options={"val_fraction": 0.0}))
+    rows = runs.read_metrics(run_dir)
+    assert [r["best"] for r in rows] == [True, True] and all(math.isnan(r["val_acc"]) for r in rows)
+    assert torch.load(run_dir / "best.pt", weights_only=False)["epoch"] == 2

@@ -575,7 +575,10 @@ def _accumulate(acc: dict[str, Tensor], batch: Batch, *, emb: Tensor, logits: Te
 @torch.no_grad()
 def validate(run: TrainRun, state: TrainState) -> dict[str, float]:
     """val_acc of this epoch's model (once per epoch): the CE head, or under contrastive_then_probe
-    the nearest centre of this epoch's training embeddings (then train_acc is NaN)."""
+    the nearest centre of this epoch's training embeddings (then train_acc is NaN). Without a
+    validation split (dataset option val_fraction=0) val_acc is NaN and the last epoch is the best."""
+    if len(run.data.y_val) == 0:
+        return {"val_acc": float("nan")}
     emb, logits = predict(state.model, run.data.x_val, prepare=run.ctx.views.prepare,
                           batch_size=run.config.eval_batch_size, device=run.device)
     out: dict[str, float] = {}
@@ -598,7 +601,8 @@ def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None
         state.history.append(state.acc["example_correct"].cpu())
         if main:
             runs.save_npy(torch.stack(state.history).numpy(), run_dir / "example_correct.npy")
-    metrics["best"] = metrics["val_acc"] > state.best_val or state.best_epoch == 0
+    no_val = len(run.data.y_val) == 0  # model selection needs a val split: without one, the last epoch
+    metrics["best"] = no_val or metrics["val_acc"] > state.best_val or state.best_epoch == 0
     if metrics["best"]:
         state.best_val, state.best_epoch = metrics["val_acc"], epoch
         if main:
