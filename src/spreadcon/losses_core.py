@@ -31,6 +31,7 @@ from torch import Tensor
 
 STATS = ("all", "pos", "neg", "sp")
 MAX_UNSHIFTED_LOGIT = 30.0  # e^{+-30} and ratios of sums of them stay normal float32 numbers
+SOFTPLUS_THRESHOLD = 40.0  # softplus(x) = x above it, exact to 4e-18 relative
 
 
 def neg_fill(dtype: torch.dtype) -> float:
@@ -117,7 +118,8 @@ def _grad_fast(blk: _Block, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
     # softmax_all = softmax_P e^{lse_P - lse_all} on P and softmax_N e^{lse_N - lse_all} on N
     a = _guarded(g_all * torch.exp(lse_pos - lse_all) + g_pos, s_pos, n_pos)  # per unit e^S on P
     b = _guarded(g_all * torch.exp(lse_neg - lse_all) + g_neg, s_neg, n_neg)  # per unit e^S on N
-    G = E.mul_(torch.mul(blk.pos, (a - b)[:, None]).add_(b[:, None]))
+    # where(), not pos * (a - b) + b: on P(i) that sum cancels when |b| >> |a| (issue 12)
+    G = E.mul_(torch.where(blk.pos.bool(), a[:, None], b[:, None]))
     if R is not None:
         G.sub_(R.mul_((g_sp * s_neg)[:, None]))
     return blk.drop_self(G)
@@ -138,7 +140,9 @@ def _forward_shifted(blk: _Block, n_pos, n_neg, need_sp: bool) -> Tensor:
     lse_neg = _lse(E.sub_(T).sum(1), m_neg, n_neg)
     sp = torch.zeros_like(lse_pos)
     if need_sp:
-        sp = torch.nn.functional.softplus(lse_neg[:, None] - S).mul_(blk.pos).sum(1)
+        # threshold 40, not the default 20: softplus(x) - x = log1p(e^-x) is 2e-9 at x = 20,
+        # above float64's resolution; at 40 it is 4e-18 (e^40 is still a finite float32)
+        sp = torch.nn.functional.softplus(lse_neg[:, None] - S, threshold=SOFTPLUS_THRESHOLD).mul_(blk.pos).sum(1)
     return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
 
 
