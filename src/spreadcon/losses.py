@@ -55,7 +55,7 @@ import importlib.util
 import math
 import numbers
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -212,10 +212,11 @@ def _triton_wanted(backend: str, t: Tensor) -> bool:
     return t.device.type == "cuda" and importlib.util.find_spec("triton") is not None
 
 
-def row_stats(qs, k, q_codes, k_codes, self_col, n_pos, n_neg, need, *, block, keep, stabilize, backend):
-    """[4, K] statistics of losses_core.RowStats, or of spreadcon.kernels.triton_row_stats
-    (same arguments up to `need`, same output and autograd contract) when the backend asks."""
-    if _triton_wanted(backend, qs):
+def row_stats(args: tuple, *, block: int, keep: bool, stabilize: bool, backend: str) -> Tensor:
+    """[4, K] statistics of losses_core.RowStats, or of spreadcon.kernels.triton_row_stats when
+    the backend asks. args = (q, k, q_codes, k_codes, self_col, n_pos, n_neg, need): the first
+    eight arguments of RowStats.apply and all of triton_row_stats (same output, same autograd)."""
+    if _triton_wanted(backend, args[0]):
         try:
             kernels = importlib.import_module("spreadcon.kernels")
             kernel = kernels.triton_row_stats
@@ -224,22 +225,35 @@ def row_stats(qs, k, q_codes, k_codes, self_col, n_pos, n_neg, need, *, block, k
                 raise ValueError(f"backend='triton' needs spreadcon.kernels.triton_row_stats and triton "
                                  f"({err}); install triton on a CUDA machine or pass backend='torch'") from err
         else:
-            return kernel(qs, k, q_codes, k_codes, self_col, n_pos, n_neg, need)
-    return RowStats.apply(qs, k, q_codes, k_codes, self_col, n_pos, n_neg, need, block, keep, stabilize)
+            return kernel(*args)
+    return RowStats.apply(*args, block, keep, stabilize)
 
 
 # statistics of losses_core.RowStats each term needs
 _NEEDS = {"supcon": {"all"}, "simclr": {"all"}, "attract": {"neg", "sp"}, "repel": {"pos"}}
 
 
-def _run_core(q, k, q_labels, k_labels, q_ids, k_ids, self_col, terms, opts: Options,
-              stabilize: bool) -> dict[str, tuple[Tensor, Tensor]]:
+class Pairing(NamedTuple):
+    """Anchors q [K, D] against points k [M, D], with their labels and instance ids; self_col [K]:
+    each anchor's row among the points (None when anchors are not points)."""
+
+    q: Tensor
+    k: Tensor
+    q_labels: Tensor
+    k_labels: Tensor
+    q_ids: Tensor
+    k_ids: Tensor
+    self_col: Tensor | None
+
+
+def _run_core(pairing: Pairing, terms, opts: Options, stabilize: bool) -> dict[str, tuple[Tensor, Tensor]]:
     """Per-anchor (value [K], valid [K]) of each term for anchors q [K, D] against points k [M, D].
 
     self_col [K]: each anchor's row among the points (None when anchors are not points).
     The parts linear in the logits (means over P(i) and aug(i)) come from per-class and
     per-instance sums of k (O(M D)); the rest from `row_stats`.
     """
+    q, k, q_labels, k_labels, q_ids, k_ids, self_col = pairing
     K, M = q.shape[0], k.shape[0]
     qs = q / opts.temperature
     lab = compact_codes(torch.cat([k_labels, q_labels]))
@@ -262,7 +276,7 @@ def _run_core(q, k, q_labels, k_labels, q_ids, k_ids, self_col, terms, opts: Opt
     lean = opts.path == "lean" or (opts.path == "auto" and K * M > DENSE_LIMIT)
     block = opts.block_size or max(1, BLOCK_ELEMENTS // max(M, 1))
     with no_autocast(q.device):
-        lse_all, lse_pos, lse_neg, sp = row_stats(qs, k, q_lab.int(), k_lab.int(), self_col, n_pos, n_neg, need,
+        lse_all, lse_pos, lse_neg, sp = row_stats((qs, k, q_lab.int(), k_lab.int(), self_col, n_pos, n_neg, need),
                                                   block=block, keep=not lean, stabilize=stabilize,
                                                   backend=opts.backend)
     out = {}
@@ -294,14 +308,14 @@ def _with_bank(k, k_labels, k_ids, opts: Options, ids_explicit: bool):
     return torch.cat([k, emb]), torch.cat([k_labels, lab]), torch.cat([k_ids, ids])
 
 
-def _parts(q, k, labels, ids, self_col, terms, opts, stabilize, *, ids_explicit: bool, q_rows=None):
+def _parts(q, k, labels, ids, self_col, terms, *, opts, stabilize, ids_explicit: bool, q_rows=None):
     """Join the bank, check label/id agreement, run the core. q_rows: anchors' rows of k (or all)."""
     q_labels = labels if q_rows is None else labels.index_select(0, q_rows)
     q_ids = ids if q_rows is None else ids.index_select(0, q_rows)
     k, k_labels, k_ids = _with_bank(k, labels, ids, opts, ids_explicit)
     if ids_explicit and terms != ("simclr",):  # SimCLR reads no labels
         _check_ids_agree(k_labels, k_ids)
-    return _run_core(q, k, q_labels, k_labels, q_ids, k_ids, self_col, terms, opts, stabilize)
+    return _run_core(Pairing(q, k, q_labels, k_labels, q_ids, k_ids, self_col), terms, opts, stabilize)
 
 
 def per_anchor_losses(
@@ -354,8 +368,8 @@ def _flat_parts(features, labels, ids, terms, opts: Options, anchor_index=None, 
                          f"{getattr(anchor_index, 'dtype', type(anchor_index).__name__)} "
                          f"{tuple(getattr(anchor_index, 'shape', ()))} (for a boolean mask use mask.nonzero().squeeze(1))")
     z, stabilize = _embed(features, opts)
-    return _parts(z.index_select(0, anchor_index), z, labels.long(), ids.long(), anchor_index, terms, opts,
-                  stabilize, ids_explicit=explicit, q_rows=anchor_index)
+    return _parts(z.index_select(0, anchor_index), z, labels.long(), ids.long(), anchor_index, terms, opts=opts,
+                  stabilize=stabilize, ids_explicit=explicit, q_rows=anchor_index)
 
 
 def _mean(value: Tensor, valid: Tensor) -> Tensor:
@@ -387,11 +401,12 @@ def _batch_parts(features, labels, ids, terms, opts: Options):
     if opts.anchors == "cross_view":
         if V != 2:
             raise ValueError(f"anchors='cross_view' needs exactly V = 2 views, got V = {V}; use anchors='all'")
-        return _parts(z[:, 1], z[:, 0], labels, ids, None, terms, opts, stabilize, ids_explicit=explicit)
+        return _parts(z[:, 1], z[:, 0], labels, ids, None, terms, opts=opts, stabilize=stabilize,
+                      ids_explicit=explicit)
     flat = z.reshape(B * V, -1)  # row b * V + v is view v of image b
     rows = torch.arange(B * V, device=features.device)
-    return _parts(flat, flat, labels.repeat_interleave(V), ids.repeat_interleave(V), rows, terms, opts,
-                  stabilize, ids_explicit=explicit)
+    return _parts(flat, flat, labels.repeat_interleave(V), ids.repeat_interleave(V), rows, terms, opts=opts,
+                  stabilize=stabilize, ids_explicit=explicit)
 
 
 def _authors(features, labels, *, alpha, temperature, clamp_positive, normalize, anchors, memory):

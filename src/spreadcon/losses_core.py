@@ -71,7 +71,8 @@ def _guarded(num: Tensor, den: Tensor, count: Tensor) -> Tensor:
 class _Block:
     """Logits of anchor rows `rows` against all points, and their same-label mask (float)."""
 
-    def __init__(self, q, k, q_codes, k_codes, self_col, rows, split: bool, kept=None):
+    def __init__(self, src: tuple, rows: slice, split: bool, kept=None):
+        q, k, q_codes, k_codes, self_col = src  # RowStats's first five arguments
         self.S = q[rows] @ k.T if kept is None else kept  # [b, M]
         self.self_col = None if self_col is None else self_col[rows, None]  # [b, 1]
         self.pos = None  # [b, M] 1.0 on P(i) (same label, self excluded), else 0.0
@@ -174,7 +175,8 @@ class _Sorted:
     """q, k, codes, self columns and set sizes permuted by label code; lo / hi: each sorted
     row's positive column range (host ints: used on CPU only, where reading them is free)."""
 
-    def __init__(self, q, k, q_codes, k_codes, self_col, n_pos, n_neg):
+    def __init__(self, q, k, q_codes, k_codes, self_col, sets: tuple[Tensor, Tensor]):
+        n_pos, n_neg = sets
         self.pq, self.pk = torch.argsort(q_codes, stable=True), torch.argsort(k_codes, stable=True)
         self.q, self.k = q[self.pq], k[self.pk]
         self.qc, self.kc = q_codes[self.pq].contiguous(), k_codes[self.pk].contiguous()
@@ -203,7 +205,8 @@ class _Sorted:
         return E, pos, lo, hi
 
 
-def _forward_sorted(E, pos, lo, hi, n_pos, n_neg, need_sp: bool) -> Tensor:
+def _forward_sorted(blk: tuple, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E, pos, lo, hi = blk
     Es = E[:, lo:hi]
     s_pos = Es.masked_fill(~pos, 0.0).sum(1)
     # a sum of positive terms on each side of the range (not total - s_pos, which cancels)
@@ -215,7 +218,8 @@ def _forward_sorted(E, pos, lo, hi, n_pos, n_neg, need_sp: bool) -> Tensor:
     return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
 
 
-def _grad_sorted(E, pos, lo, hi, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
+def _grad_sorted(blk: tuple, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E, pos, lo, hi = blk
     lse_all, lse_pos, lse_neg, _ = stats
     g_all, g_pos, g_neg, g_sp = g
     s_pos, s_neg = torch.exp(lse_pos), torch.exp(lse_neg)
@@ -234,15 +238,17 @@ def _grad_sorted(E, pos, lo, hi, stats, g, n_pos, n_neg, need_sp: bool) -> Tenso
     return G
 
 
-def _sorted_forward(ctx, q, k, q_codes, k_codes, self_col, n_pos, n_neg, need_sp, block, keep):
-    srt = _Sorted(q, k, q_codes, k_codes, self_col, n_pos, n_neg)
+def _sorted_forward(ctx, args: tuple, *, need_sp: bool, block: int, keep: bool):
+    """RowStats.forward on the sorted path; args = (q, k, q_codes, k_codes, self_col, n_pos, n_neg)."""
+    q = args[0]
+    srt = _Sorted(*args[:5], args[5:7])
     stats_s, kept = q.new_empty(4, q.shape[0]), []
     for r in range(0, q.shape[0], block):
         rows = slice(r, r + block)
-        E, pos, lo, hi = srt.block(rows)
-        stats_s[:, rows] = _forward_sorted(E, pos, lo, hi, srt.n_pos[rows], srt.n_neg[rows], need_sp)
+        blk = srt.block(rows)
+        stats_s[:, rows] = _forward_sorted(blk, srt.n_pos[rows], srt.n_neg[rows], need_sp)
         if keep:
-            kept.append(E)
+            kept.append(blk[0])
     stats = torch.empty_like(stats_s)
     stats[:, srt.pq] = stats_s
     ctx.srt, ctx.kept, ctx.block, ctx.need_sp = srt, kept, block, need_sp
@@ -257,9 +263,8 @@ def _sorted_backward(ctx, g):
     dq_s, dk_s = torch.zeros_like(srt.q), torch.zeros_like(srt.k)
     for n, r in enumerate(range(0, srt.q.shape[0], ctx.block)):
         rows = slice(r, r + ctx.block)
-        E, pos, lo, hi = srt.block(rows, ctx.kept[n] if ctx.kept else None)
-        G = _grad_sorted(E, pos, lo, hi, stats_s[:, rows], g_s[:, rows], srt.n_pos[rows], srt.n_neg[rows],
-                         ctx.need_sp)
+        blk = srt.block(rows, ctx.kept[n] if ctx.kept else None)
+        G = _grad_sorted(blk, stats_s[:, rows], g_s[:, rows], srt.n_pos[rows], srt.n_neg[rows], ctx.need_sp)
         torch.mm(G, srt.k, out=dq_s[rows])
         dk_s.addmm_(G.T, srt.q[rows])
     dq, dk = torch.empty_like(dq_s), torch.empty_like(dk_s)
@@ -285,13 +290,14 @@ class RowStats(torch.autograd.Function):
         ctx.sorted = split and not stabilize and q.device.type == "cpu"
         if ctx.sorted:
             with no_autocast(q.device):
-                return _sorted_forward(ctx, q, k, q_codes, k_codes, self_col, n_pos, n_neg, need_sp, block, keep)
+                return _sorted_forward(ctx, (q, k, q_codes, k_codes, self_col, n_pos, n_neg), need_sp=need_sp,
+                                       block=block, keep=keep)
         forward_block = _forward_shifted if stabilize else _forward_fast
         stats, kept = q.new_empty(4, q.shape[0]), []  # one buffer: no small allocations pinning the heap
         with no_autocast(q.device):
             for r in range(0, q.shape[0], block):
                 rows = slice(r, r + block)
-                blk = _Block(q, k, q_codes, k_codes, self_col, rows, split)
+                blk = _Block((q, k, q_codes, k_codes, self_col), rows, split)
                 stats[:, rows] = forward_block(blk, n_pos[rows], n_neg[rows], need_sp)
                 if keep:
                     kept.append(blk.S)  # logits, or e^S on the fast path
@@ -310,7 +316,7 @@ class RowStats(torch.autograd.Function):
         with no_autocast(q.device):
             for n, r in enumerate(range(0, q.shape[0], ctx.block)):
                 rows = slice(r, r + ctx.block)
-                blk = _Block(q, k, q_codes, k_codes, self_col, rows, ctx.split,
+                blk = _Block((q, k, q_codes, k_codes, self_col), rows, ctx.split,
                              ctx.kept[n] if ctx.kept else None)
                 if not ctx.kept and not ctx.stabilize:
                     blk.S.exp_()  # recomputed logits -> e^S, as the fast forward keeps them
