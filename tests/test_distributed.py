@@ -239,3 +239,21 @@ def test_two_process_training_writes_one_run_and_resumes(tmp_path):
     assert ckpt["position"]["epoch"] == 3
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the bare model, not the DDP wrapper
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_wrapper_works_from_the_protocol_not_the_class():
+    """Any module with `term_weights` and `per_anchor` is accepted (no isinstance switch)."""
+    from spreadcon import losses
+
+    class Custom(torch.nn.Module):
+        term_weights = {"supcon": 1.0}
+        anchors = "all"
+
+        def per_anchor(self, features, labels, ids, *, anchor_index=None):
+            return losses.per_anchor_losses(features, labels, ids, ("supcon",), anchor_index=anchor_index)
+
+        def forward(self, features, labels):
+            return losses.supcon_loss(features, labels)
+
+    assert distributed.check_protocol(Custom()) == {"supcon": 1.0}
+    assert distributed.check_protocol(LOSSES["spread"](alpha=0.2)) == {"attract": 0.2, "repel": 0.8}

@@ -630,27 +630,33 @@ class _Loss(nn.Module):
 
 
 class SupConLoss(_Loss):
-    """L_SC (paper Eq. 1), or with variant="authors" the released code's "sup_con"."""
+    """L_SC (paper Eq. 1), or with variant="authors" the released code's "sup_con"; temperature 0.5
+    by default (pml's SupConLoss: 0.1). On pml's (embeddings [M, D], labels [M]) values and
+    gradients equal pml's SupConLoss, except that pml returns 0 for a one-class batch where this
+    is the paper's L_SC (log(M - 1) minus the mean positive similarity)."""
 
     terms = ("supcon",)
     term_weights_authors = 1.0
 
 
 class SimCLRLoss(_Loss):
-    """L_SS (SimCLR / NT-Xent). [B, V, D]: labels ignored; [M, D]: labels are instance labels
-    (pml's NTXentLoss convention) unless ids=[M] is given."""
+    """L_SS (SimCLR / NT-Xent); temperature 0.5 by default (pml's NTXentLoss: 0.07). [B, V, D]:
+    labels ignored; [M, D]: labels are instance labels (pml's NTXentLoss convention) unless ids=[M]
+    is given; equal to pml's NTXentLoss with two views per instance (with more, pml averages
+    over positive pairs and keeps the other positives out of each denominator)."""
 
     terms = ("simclr",)
 
 
 class AttractLoss(_Loss):
-    """L_attract (paper Eq. 2)."""
+    """L_attract (paper Eq. 2); temperature 0.5 by default."""
 
     terms = ("attract",)
 
 
 class RepelLoss(_Loss):
-    """L_repel (paper Eq. 3)."""
+    """L_repel (paper Eq. 3); temperature 0.5 by default. On [M, D] input without ids every row is
+    its own instance, so aug(i) is empty and the loss is 0: pass ids=[M]."""
 
     terms = ("repel",)
 
