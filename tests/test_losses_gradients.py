@@ -105,7 +105,12 @@ def grad_error(name, alpha, z, y, *, temperature, path, cross_view=False) -> flo
 @pytest.mark.parametrize("kind", ["poles", "near_duplicates"])
 @pytest.mark.parametrize("dtype,bound", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("path", ["dense", "lean"])
-def test_gradients_match_float64_reference_at_every_temperature(kind, dtype, bound, path):
+@pytest.mark.parametrize("sort_rows", [True, False], ids=["label-sorted", "masked"])
+def test_gradients_match_float64_reference_at_every_temperature(kind, dtype, bound, path, sort_rows, monkeypatch):
+    """Both CPU paths: label-sorted blocks, and the masked one that CUDA tensors take."""
+    from spreadcon import losses_core
+
+    monkeypatch.setattr(losses_core, "SORT_ROWS_ON_CPU", sort_rows)
     z, y = adversarial_batch(kind, dtype)
     worst = {}
     for tau in TAUS:

@@ -32,6 +32,7 @@ from torch import Tensor
 STATS = ("all", "pos", "neg", "sp")
 MAX_UNSHIFTED_LOGIT = 30.0  # e^{+-30} and ratios of sums of them stay normal float32 numbers
 SOFTPLUS_THRESHOLD = 40.0  # softplus(x) = x above it, exact to 4e-18 relative
+SORT_ROWS_ON_CPU = True  # the label-sorted path (CPU only: it reads class ranges on the host)
 
 
 def neg_fill(dtype: torch.dtype) -> float:
@@ -287,7 +288,7 @@ class RowStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, q_codes, k_codes, self_col, n_pos, n_neg, need, block, keep, stabilize):
         split, need_sp = tuple(need) != ("all",), "sp" in need
-        ctx.sorted = split and not stabilize and q.device.type == "cpu"
+        ctx.sorted = SORT_ROWS_ON_CPU and split and not stabilize and q.device.type == "cpu"
         if ctx.sorted:
             with no_autocast(q.device):
                 return _sorted_forward(ctx, (q, k, q_codes, k_codes, self_col, n_pos, n_neg), need_sp=need_sp,

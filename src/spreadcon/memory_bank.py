@@ -52,6 +52,8 @@ class MemoryBank:
             raise ValueError(f"push z: a float tensor [B, V, D] or [M, D], got "
                              f"{type(z).__name__ if not isinstance(z, Tensor) else (tuple(z.shape), z.dtype)}")
         n, views = z.shape[0], (z.shape[1] if z.ndim == 3 else 1)
+        if labels is None:
+            raise ValueError("push labels: an integer tensor [B] (or [M]) is required; for SimCLR pass any, e.g. the ids")
         rows = z.detach().reshape(n * views, z.shape[-1])
         for name, t in (("labels", labels), ("ids", ids)):
             if t is None:
