@@ -101,7 +101,8 @@ def check_temperature(temperature) -> float:
     """temperature as a float > 0 (numpy scalars and 0-d tensors accepted)."""
     t = _number(temperature, "temperature", "> 0; the paper uses 0.1..0.9, default 0.5")
     if t <= 0:
-        raise ValueError(f"temperature must be a number > 0 (the paper uses 0.1..0.9, default 0.5), got {temperature!r}")
+        raise ValueError(f"temperature must be a number > 0 (the paper uses 0.1..0.9, default 0.5), "
+                         f"got {temperature!r}")
     return t
 
 
@@ -366,7 +367,8 @@ def _flat_parts(features, labels, ids, terms, opts: Options, anchor_index=None, 
     elif not isinstance(anchor_index, Tensor) or anchor_index.dtype != torch.long or anchor_index.ndim != 1:
         raise ValueError(f"anchor_index must be a 1-D torch.long tensor of row indices, got "
                          f"{getattr(anchor_index, 'dtype', type(anchor_index).__name__)} "
-                         f"{tuple(getattr(anchor_index, 'shape', ()))} (for a boolean mask use mask.nonzero().squeeze(1))")
+                         f"{tuple(getattr(anchor_index, 'shape', ()))} "
+                         f"(for a boolean mask use mask.nonzero().squeeze(1))")
     z, stabilize = _embed(features, opts)
     return _parts(z.index_select(0, anchor_index), z, labels.long(), ids.long(), anchor_index, terms, opts=opts,
                   stabilize=stabilize, ids_explicit=explicit, q_rows=anchor_index)
@@ -516,7 +518,8 @@ def supcon_loss_flat(features: Tensor, labels: Tensor, ids: Tensor | None = None
 def simclr_loss_flat(features: Tensor, ids: Tensor, **kw) -> Tensor:
     """L_SS over a flat batch: features [M, D], ids [M] (+ anchor_index [K]) -> scalar; temperature 0.5."""
     if not isinstance(ids, Tensor):
-        raise ValueError(f"simclr_loss_flat(features, ids, *, temperature=...): ids must be an integer tensor [M], got {ids!r}")
+        raise ValueError(f"simclr_loss_flat(features, ids, *, temperature=...): ids must be an integer "
+                         f"tensor [M], got {ids!r}")
     return _flat(features, ids, ids, {"simclr": 1.0}, kw)
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 STATS = ("all", "pos", "neg", "sp")
 MAX_UNSHIFTED_LOGIT = 30.0  # e^{+-30} and ratios of sums of them stay normal float32 numbers
 SOFTPLUS_THRESHOLD = 40.0  # softplus(x) = x above it, exact to 4e-18 relative
+PACK_ROWS = 128  # rows a label-sorted block collects from small classes before it is closed
 SORT_ROWS_ON_CPU = True  # the label-sorted path (CPU only: it reads class ranges on the host)
 
 
@@ -190,6 +191,25 @@ class _Sorted:
         self.hi = torch.searchsorted(self.kc, self.qc, right=True).tolist()
         self.n_pos, self.n_neg = n_pos[self.pq], n_neg[self.pq]
 
+    def blocks(self, block: int) -> list[slice]:
+        """Row blocks of at most `block` rows that end at class boundaries: a block spanning
+        classes c..c' has positive columns over all of them (P-work b x width), so a class starts
+        a new block once the current one has PACK_ROWS rows (small classes are packed up to that,
+        for GEMM efficiency), and classes larger than `block` are cut into chunks."""
+        counts = torch.unique_consecutive(self.qc, return_counts=True)[1].tolist()
+        out, start, end = [], 0, 0
+        for n in counts:
+            if end > start and (end - start >= PACK_ROWS or end - start + n > block):  # close before it
+                out.append(slice(start, end))
+                start = end
+            end += n
+            while end - start > block:  # a class larger than a block: full chunks
+                out.append(slice(start, start + block))
+                start += block
+        if end > start:
+            out.append(slice(start, end))
+        return out
+
     def block(self, rows: slice, kept=None):
         """(E = e^S with self entries 0 [b, M], positive mask [b, hi - lo] bool, lo, hi)."""
         last = min(rows.stop, self.q.shape[0]) - 1
@@ -244,15 +264,15 @@ def _sorted_forward(ctx, args: tuple, *, need_sp: bool, block: int, keep: bool):
     q = args[0]
     srt = _Sorted(*args[:5], args[5:7])
     stats_s, kept = q.new_empty(4, q.shape[0]), []
-    for r in range(0, q.shape[0], block):
-        rows = slice(r, r + block)
+    ctx.blocks = srt.blocks(block)
+    for rows in ctx.blocks:
         blk = srt.block(rows)
         stats_s[:, rows] = _forward_sorted(blk, srt.n_pos[rows], srt.n_neg[rows], need_sp)
         if keep:
             kept.append(blk[0])
     stats = torch.empty_like(stats_s)
     stats[:, srt.pq] = stats_s
-    ctx.srt, ctx.kept, ctx.block, ctx.need_sp = srt, kept, block, need_sp
+    ctx.srt, ctx.kept, ctx.need_sp = srt, kept, need_sp
     ctx.save_for_backward(stats_s)
     return stats
 
@@ -262,8 +282,7 @@ def _sorted_backward(ctx, g):
     srt = ctx.srt
     g_s = g[:, srt.pq]
     dq_s, dk_s = torch.zeros_like(srt.q), torch.zeros_like(srt.k)
-    for n, r in enumerate(range(0, srt.q.shape[0], ctx.block)):
-        rows = slice(r, r + ctx.block)
+    for n, rows in enumerate(ctx.blocks):
         blk = srt.block(rows, ctx.kept[n] if ctx.kept else None)
         G = _grad_sorted(blk, stats_s[:, rows], g_s[:, rows], srt.n_pos[rows], srt.n_neg[rows], ctx.need_sp)
         torch.mm(G, srt.k, out=dq_s[rows])

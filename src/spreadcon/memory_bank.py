@@ -53,7 +53,8 @@ class MemoryBank:
                              f"{type(z).__name__ if not isinstance(z, Tensor) else (tuple(z.shape), z.dtype)}")
         n, views = z.shape[0], (z.shape[1] if z.ndim == 3 else 1)
         if labels is None:
-            raise ValueError("push labels: an integer tensor [B] (or [M]) is required; for SimCLR pass any, e.g. the ids")
+            raise ValueError("push labels: an integer tensor [B] (or [M]) is required; "
+                             "for SimCLR pass any, e.g. the ids")
         rows = z.detach().reshape(n * views, z.shape[-1])
         for name, t in (("labels", labels), ("ids", ids)):
             if t is None:
