@@ -633,8 +633,9 @@ class _Loss(nn.Module):
 
 
 class SupConLoss(_Loss):
-    """L_SC (paper Eq. 1), or with variant="authors" the released code's "sup_con"; temperature 0.5
-    by default (pml's SupConLoss: 0.1). On pml's (embeddings [M, D], labels [M]) values and
+    """L_SC, SupCon's "outside" form (paper Eq. 1); temperature 0.5 by default.
+
+    variant="authors": the released code's "sup_con". pml's SupConLoss defaults to 0.1. On pml's (embeddings [M, D], labels [M]) values and
     gradients equal pml's SupConLoss, except that pml returns 0 for a one-class batch where this
     is the paper's L_SC (log(M - 1) minus the mean positive similarity)."""
 
@@ -643,7 +644,9 @@ class SupConLoss(_Loss):
 
 
 class SimCLRLoss(_Loss):
-    """L_SS (SimCLR / NT-Xent); temperature 0.5 by default (pml's NTXentLoss: 0.07). [B, V, D]:
+    """L_SS, SimCLR / NT-Xent; temperature 0.5 by default.
+
+    pml's NTXentLoss defaults to 0.07. [B, V, D]:
     labels ignored; [M, D]: labels are instance labels (pml's NTXentLoss convention) unless ids=[M]
     is given; equal to pml's NTXentLoss with two views per instance (with more, pml averages
     over positive pairs and keeps the other positives out of each denominator)."""
@@ -652,20 +655,23 @@ class SimCLRLoss(_Loss):
 
 
 class AttractLoss(_Loss):
-    """L_attract (paper Eq. 2); temperature 0.5 by default."""
+    """L_attract: each positive competes only with the negatives (paper Eq. 2); temperature 0.5."""
 
     terms = ("attract",)
 
 
 class RepelLoss(_Loss):
-    """L_repel (paper Eq. 3); temperature 0.5 by default. On [M, D] input without ids every row is
+    """L_repel, class-conditional InfoNCE (paper Eq. 3); temperature 0.5 by default.
+
+    On [M, D] input without ids every row is
     its own instance, so aug(i) is empty and the loss is 0: pass ids=[M]."""
 
     terms = ("repel",)
 
 
 class SpreadLoss(_Loss):
-    """L_spread = alpha L_attract + (1 - alpha) L_repel (paper Eq. 4); alpha 0.5, temperature 0.5.
+    """L_spread = alpha * L_attract + (1 - alpha) * L_repel (paper Eq. 4); alpha, temperature 0.5.
+
     variant="authors": the released code's l_spread (alpha 0.5 there by its defaults)."""
 
     terms = ("attract", "repel")
@@ -687,13 +693,13 @@ class SpreadLoss(_Loss):
 
 
 class SupConAuthorsLoss(SupConLoss):
-    """LOSSES["supcon-authors"]: the released "sup_con" forward (see spreadcon.losses_authors)."""
+    """The authors' released "sup_con" forward: L_attract form, view 1 vs view 0, clamped positives."""
 
     variant = "authors"
 
 
 class SpreadAuthorsLoss(SpreadLoss):
-    """LOSSES["spread-authors"]: the released "l_spread" forward (see spreadcon.losses_authors)."""
+    """The authors' released "l_spread" forward: view 1 vs view 0, clamped positives, alpha 0.5."""
 
     variant = "authors"
 
