@@ -432,7 +432,7 @@ def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float = 0.5, n
                 anchors: Anchors = "all", variant: Variant = "paper", clamp_positive: float | None = 1.0,
                 ids: Tensor | None = None, memory: MemoryBank | None = None, path: Path = "auto",
                 block_size: int | None = None, backend: Backend = "auto") -> Tensor:
-    """L_SC, SupCon "outside" form (Khosla et al. 2020; paper Eq. 1). features [B, V, D], labels [B]
+    """L_SC, SupCon "outside" form (Khosla et al. 2020; paper Section 2). features [B, V, D], labels [B]
     -> scalar. temperature default 0.5 (the paper's; pml uses 0.1). variant="authors": the released
     code's "sup_con" (view 1 vs view 0, positive out of the denominator, clamp_positive)."""
     _check_choice(variant, "variant", VARIANTS, "'paper' = SPEC.md's L_SC, 'authors' = the released code")
@@ -482,7 +482,7 @@ def spread_loss(features: Tensor, labels: Tensor, *, alpha: float = 0.5, tempera
                 clamp_positive: float | None = 1.0, ids: Tensor | None = None,
                 memory: MemoryBank | None = None, path: Path = "auto", block_size: int | None = None,
                 backend: Backend = "auto", return_terms: bool = False):
-    """L_spread = alpha * L_attract + (1 - alpha) * L_repel (paper Eq. 4). [B, V, D], [B] -> scalar.
+    """L_spread = alpha * L_attract + (1 - alpha) * L_repel (paper Eq. 1). [B, V, D], [B] -> scalar.
 
     alpha default 0.5, temperature default 0.5 (the paper's). return_terms=True returns
     (loss, {"attract": t, "repel": t}) with detached term means. variant="authors": the released
@@ -633,7 +633,7 @@ class _Loss(nn.Module):
 
 
 class SupConLoss(_Loss):
-    """L_SC, SupCon's "outside" form (paper Eq. 1); temperature 0.5 by default.
+    """L_SC, SupCon's "outside" form (paper Section 2); temperature 0.5 by default.
 
     variant="authors": the released code's "sup_con". pml's SupConLoss defaults to 0.1. On pml's (embeddings [M, D], labels [M]) values and
     gradients equal pml's SupConLoss, except that pml returns 0 for a one-class batch where this
@@ -670,7 +670,7 @@ class RepelLoss(_Loss):
 
 
 class SpreadLoss(_Loss):
-    """L_spread = alpha * L_attract + (1 - alpha) * L_repel (paper Eq. 4); alpha, temperature 0.5.
+    """L_spread = alpha * L_attract + (1 - alpha) * L_repel (paper Eq. 1); alpha, temperature 0.5.
 
     variant="authors": the released code's l_spread (alpha 0.5 there by its defaults)."""
 
