@@ -42,10 +42,15 @@ def _init(rank: int, port: int, timeout_s: float = 60) -> None:
 def _modules() -> list[tuple[str, torch.nn.Module]]:
     out = []
     for name, cls in LOSSES.items():
+        if name.endswith("-authors"):  # no per-anchor form: single process only
+            continue
         kw = {"alpha": 0.3} if name == "spread" else {}
         out.append((name, cls(temperature=0.4, **kw)))
-        out.append((f"{name}-lean", cls(temperature=0.4, memory="lean", block_size=3, **kw)))
+        out.append((f"{name}-lean", cls(temperature=0.4, path="lean", block_size=3, **kw)))
     return out
+
+
+PAPER_LOSSES = [n for n in LOSSES if not n.endswith("-authors")]
 
 
 def _equality_worker(rank: int, port: int, out_dir: str) -> None:
@@ -85,6 +90,14 @@ def _equality_worker(rank: int, port: int, out_dir: str) -> None:
             assert value_err < TOL, (name, sizes, loss.item(), ref_loss.item())
             assert z_err < TOL, (name, sizes, z_err)
             assert p_err < TOL, (name, sizes, p_err)
+            # lightly's flag: the module itself gathers; the same value and gradient
+            if name == "spread" and sizes == (5, 2):
+                flagged = LOSSES["spread"](alpha=0.3, temperature=0.4, gather_distributed=True)
+                zz = z.detach().clone().requires_grad_()
+                flagged(zz, y[rows]).backward()
+                z2 = z.detach().clone().requires_grad_()
+                distributed.GlobalBatchLoss(module)(z2, y[rows]).backward()
+                report["gather_distributed flag"] = [float((zz.grad - z2.grad).abs().max())]
             # return_terms gives the global term means
             if name == "spread":
                 _, terms = distributed.GlobalBatchLoss(module)(z.detach(), y[rows], return_terms=True)
@@ -108,7 +121,7 @@ def test_global_batch_loss_equals_single_process_values_and_gradients(tmp_path):
     for rank in range(WORLD):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert "same V and D" in report.pop("shape error")
-        assert len(report) == 3 * 2 * len(LOSSES)
+        assert len(report) == 3 * 2 * len(PAPER_LOSSES) + 1
         assert max(max(v) for v in report.values()) < TOL
 
 
@@ -158,6 +171,8 @@ def test_without_a_process_group_the_wrapper_is_the_loss():
 def test_wrapper_rejects_unknown_losses_and_cross_view():
     with pytest.raises(ValueError, match="wraps the loss modules"):
         distributed.GlobalBatchLoss(torch.nn.MSELoss())
+    with pytest.raises(ValueError, match="authors"):
+        distributed.GlobalBatchLoss(LOSSES["spread-authors"]())
     with pytest.raises(ValueError, match="cross_view"):
         distributed.GlobalBatchLoss(LOSSES["supcon"](anchors="cross_view"))
 
@@ -224,3 +239,21 @@ def test_two_process_training_writes_one_run_and_resumes(tmp_path):
     assert ckpt["position"]["epoch"] == 3
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the bare model, not the DDP wrapper
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_wrapper_works_from_the_protocol_not_the_class():
+    """Any module with `term_weights` and `per_anchor` is accepted (no isinstance switch)."""
+    from spreadcon import losses
+
+    class Custom(torch.nn.Module):
+        term_weights = {"supcon": 1.0}
+        anchors = "all"
+
+        def per_anchor(self, features, labels, ids, *, anchor_index=None):
+            return losses.per_anchor_losses(features, labels, ids, ("supcon",), anchor_index=anchor_index)
+
+        def forward(self, features, labels):
+            return losses.supcon_loss(features, labels)
+
+    assert distributed.check_protocol(Custom()) == {"supcon": 1.0}
+    assert distributed.check_protocol(LOSSES["spread"](alpha=0.2)) == {"attract": 0.2, "repel": 0.8}

@@ -88,7 +88,7 @@ SHAPES = [  # (B, V, C): V in 1..3, singleton classes, one class, many classes, 
 def test_matches_loop_oracle(B, V, C):
     z, y = batch(B, V, C, seed=B * 31 + V * 7 + C)
     for name in NAMES:
-        for kw in ({"memory": "dense"}, {"memory": "lean", "block_size": 3}):
+        for kw in ({"path": "dense"}, {"path": "lean", "block_size": 3}):
             for temperature in (0.5, 0.1):
                 got = call(name, z, y, temperature=temperature, **kw)
                 want = oracle(name, z, y if name != "simclr" else None, temperature=temperature)
@@ -102,7 +102,7 @@ def test_stabilised_path_matches_oracle(temperature, normalize, scale):
     for B, V, C in [(6, 2, 2), (9, 3, 4), (5, 1, 2), (4, 2, 4)]:
         z, y = batch(B, V, C, seed=B + C, scale=scale)
         for name in NAMES:
-            got = call(name, z, y, temperature=temperature, normalize=normalize, memory="lean", block_size=4)
+            got = call(name, z, y, temperature=temperature, normalize=normalize, path="lean", block_size=4)
             want = oracle(name, z, y if name != "simclr" else None, temperature=temperature, normalize=normalize)
             assert float(got) == pytest.approx(want, rel=1e-9, abs=1e-9), (name, B, V, C)
 
@@ -160,7 +160,7 @@ def test_supcon_matches_pml_supcon():
     for B, C, tau in [(16, 4, 0.5), (33, 10, 0.1), (20, 20, 0.3)]:
         z, y = batch(B, 2, C, D=8, seed=B)
         pml = SupConLoss(temperature=tau)(z.reshape(2 * B, -1), y.repeat_interleave(2))
-        assert float(L.supcon_loss(z, y, tau)) == pytest.approx(float(pml), rel=1e-6)
+        assert float(L.supcon_loss(z, y, temperature=tau)) == pytest.approx(float(pml), rel=1e-6)
 
 
 def test_simclr_and_attract_match_pml_ntxent_where_they_coincide():
@@ -174,10 +174,10 @@ def test_simclr_and_attract_match_pml_ntxent_where_they_coincide():
     flat = z.reshape(24, -1)
     ntxent = NTXentLoss(temperature=0.5)
     pml_ss = ntxent(flat, torch.arange(12).repeat_interleave(2))
-    assert float(L.simclr_loss(z, 0.5)) == pytest.approx(float(pml_ss), rel=1e-6)
+    assert float(L.simclr_loss(z, temperature=0.5)) == pytest.approx(float(pml_ss), rel=1e-6)
     balanced = torch.arange(12) % 3  # 4 images x 2 views per class: |P(i)| = 7 for all
     pml_att = ntxent(flat, balanced.repeat_interleave(2))
-    assert float(L.attract_loss(z, balanced, 0.5)) == pytest.approx(float(pml_att), rel=1e-6)
+    assert float(L.attract_loss(z, balanced, temperature=0.5)) == pytest.approx(float(pml_att), rel=1e-6)
 
 
 # ------------------------------------------------------------------ closed forms
@@ -223,18 +223,18 @@ def test_return_terms_are_the_separate_losses():
 
 
 # ------------------------------------------------------------------ gradients
-@pytest.mark.parametrize("memory", ["dense", "lean"])
+@pytest.mark.parametrize("path", ["dense", "lean"])
 @pytest.mark.parametrize("temperature,normalize", [(0.5, True), (0.02, True), (0.5, False)])
-def test_gradcheck(memory, temperature, normalize):
+def test_gradcheck(path, temperature, normalize):
     z, y = batch(5, 2, 2, D=3, seed=7)
     z.requires_grad_()
     for name in NAMES:
         fn = lambda z: call(name, z, y, temperature=temperature, normalize=normalize,  # noqa: E731
-                            memory=memory, block_size=3)
+                            path=path, block_size=3)
         assert torch.autograd.gradcheck(fn, (z,)), name
     z3, y3 = batch(3, 3, 2, D=3, seed=8)
     z3.requires_grad_()
-    assert torch.autograd.gradcheck(lambda z: L.spread_loss(z, y3, memory=memory), (z3,))
+    assert torch.autograd.gradcheck(lambda z: L.spread_loss(z, y3, path=path), (z3,))
     assert torch.autograd.gradcheck(lambda z: L.supcon_loss(z, y, anchors="cross_view"), (z,))
 
 
@@ -242,15 +242,15 @@ EDGES = [(1, 1, 1), (1, 2, 1), (2, 1, 1), (6, 2, 1), (6, 2, 6), (6, 1, 6), (6, 3
 
 
 @pytest.mark.parametrize("B,V,C", EDGES)
-@pytest.mark.parametrize("memory", ["dense", "lean"])
-def test_edge_batches_finite_values_and_gradients(B, V, C, memory):
+@pytest.mark.parametrize("path", ["dense", "lean"])
+def test_edge_batches_finite_values_and_gradients(B, V, C, path):
     """One class, all labels distinct, V = 1, B = 1: finite values, finite gradients, backward works."""
     z, _ = batch(B, V, 1, seed=B + V, dtype=torch.float32)
     y = torch.arange(B) % C
     for name in NAMES:
         for temperature in (0.5, 0.01):
             zz = z.clone().requires_grad_()
-            loss = call(name, zz, y, temperature=temperature, memory=memory, block_size=2)
+            loss = call(name, zz, y, temperature=temperature, path=path, block_size=2)
             loss.backward()
             assert torch.isfinite(loss) and torch.isfinite(zz.grad).all(), (name, temperature)
     if V == 1:  # no other view: L_SS and L_repel have no valid anchor
@@ -277,16 +277,16 @@ def test_lean_equals_dense_values_and_gradients(monkeypatch):
     z, y = batch(300, 2, 7, D=32, seed=11, dtype=torch.float32)
     for name in NAMES:
         out = {}
-        for memory, block in (("dense", None), ("lean", 37), ("lean", 1000)):
+        for path, block in (("dense", None), ("lean", 37), ("lean", 1000)):
             zz = z.clone().requires_grad_()
-            loss = call(name, zz, y, memory=memory, block_size=block)
+            loss = call(name, zz, y, path=path, block_size=block)
             loss.backward()
-            out[(memory, block)] = (loss.detach(), zz.grad)
+            out[(path, block)] = (loss.detach(), zz.grad)
         for key, (value, grad) in out.items():
             torch.testing.assert_close(value, out[("dense", None)][0], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(grad, out[("dense", None)][1], rtol=1e-5, atol=1e-7)
     monkeypatch.setattr(L, "DENSE_LIMIT", 10)  # "auto" above the limit takes the lean path
-    torch.testing.assert_close(L.spread_loss(z, y), L.spread_loss(z, y, memory="dense"), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(L.spread_loss(z, y), L.spread_loss(z, y, memory="dense"), rtol=1e-6, atol=1e-6)  # the older name of path=
 
 
 # ------------------------------------------------------------------ autocast
@@ -310,11 +310,13 @@ def test_bf16_autocast_computes_logits_in_float32():
 # ------------------------------------------------------------------ modules and registry
 def test_modules_and_registry():
     z, y = batch(8, 2, 3, seed=12)
-    assert set(L.LOSSES) == {"supcon", "simclr", "attract", "repel", "spread"}
+    assert set(L.LOSSES) == {"supcon", "simclr", "attract", "repel", "spread", "supcon-authors", "spread-authors"}
     for name, cls in L.LOSSES.items():
         module = cls(temperature=0.3)
         assert list(module.parameters()) == [] and "temperature=0.3" in repr(module)
-        torch.testing.assert_close(module(z, y), call(name, z, y, temperature=0.3))
+        base, _, variant = name.partition("-")
+        kw = {"variant": "authors"} if variant else {}
+        torch.testing.assert_close(module(z, y), call(base, z, y, temperature=0.3, **kw))
     assert float(L.SimCLRLoss()(z, y)) == float(L.SimCLRLoss()(z))  # labels ignored
     loss, terms = L.SpreadLoss(alpha=0.25)(z, y, return_terms=True)
     torch.testing.assert_close(loss, L.spread_loss(z, y, alpha=0.25))
@@ -343,6 +345,7 @@ BAD = [
     (lambda: L.supcon_loss(z_ok, y_ok, anchors="view1"), "anchors"),
     (lambda: L.supcon_loss(torch.zeros(4, 3, 2), y_ok, anchors="cross_view"), "V = 2"),
     (lambda: L.supcon_loss(z_ok, y_ok, memory="low"), "memory"),
+    (lambda: L.supcon_loss(z_ok, y_ok, path="low"), "path"),
     (lambda: L.supcon_loss(z_ok, y_ok, block_size=0), "block_size"),
     (lambda: L.supcon_loss(torch.zeros(0, 2, 3), torch.zeros(0, dtype=torch.long)), "non-empty"),
     (lambda: L.supcon_loss_flat(z_ok[:, 0], y_ok, torch.arange(3)), "ids must have shape"),
@@ -376,14 +379,14 @@ def test_worst_case_geometry_at_the_fast_path_boundary(temperature):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host synchronisation")
-@pytest.mark.parametrize("memory", ["dense", "lean"])
-def test_no_host_sync_on_cuda(memory):
+@pytest.mark.parametrize("path", ["dense", "lean"])
+def test_no_host_sync_on_cuda(path):
     z, y = batch(64, 2, 5, D=16, seed=13, dtype=torch.float32)
     z, y = z.cuda().requires_grad_(), y.cuda()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for name in NAMES:
-            call(name, z, y, memory=memory, block_size=32).backward()
+            call(name, z, y, path=path, block_size=32).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(z.grad).all()

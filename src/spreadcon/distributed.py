@@ -124,87 +124,93 @@ def all_gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
 
 
 # --- the losses over the global batch ----------------------------------------------------------
-def _terms_of(loss: nn.Module) -> dict[str, float]:
-    """The weighted SPEC.md terms a loss module of `spreadcon.losses` computes."""
-    from spreadcon import losses
+# The protocol a loss exposes (every module of spreadcon.losses does; no isinstance switch here):
+#   loss.term_weights -> {term: weight} (terms of losses.TERMS), or None when the loss has no
+#                        per-anchor form (the authors' variant),
+#   loss.per_anchor(features [M, D], labels [M], ids [M], anchor_index=[K]) -> {term: (value [K],
+#                        valid [K] bool)}, the loss of anchors `anchor_index` against all M rows.
+def check_protocol(loss: nn.Module) -> dict[str, float]:
+    """The loss's term weights, or a ValueError naming what is missing."""
+    weights = getattr(loss, "term_weights", None)
+    if not callable(getattr(loss, "per_anchor", None)) or not isinstance(weights, dict) or not weights:
+        raise ValueError(f"GlobalBatchLoss wraps the loss modules of spreadcon.losses (any module with "
+                         f"`term_weights` and `per_anchor(features, labels, ids, anchor_index=...)`; the "
+                         f"'-authors' variants have none), got {type(loss).__name__}")
+    if getattr(loss, "anchors", "all") != "all":
+        raise ValueError("GlobalBatchLoss needs anchors='all'; anchors='cross_view' is single-process only")
+    return dict(weights)
 
-    if isinstance(loss, losses.SpreadLoss):
-        return {"attract": loss.alpha, "repel": 1.0 - loss.alpha}
-    for cls, term in ((losses.SupConLoss, "supcon"), (losses.SimCLRLoss, "simclr"),
-                      (losses.AttractLoss, "attract"), (losses.RepelLoss, "repel")):
-        if isinstance(loss, cls):
-            return {term: 1.0}
-    raise ValueError(f"GlobalBatchLoss wraps the loss modules of spreadcon.losses "
-                     f"({sorted(losses.LOSSES)}), got {type(loss).__name__}")
+
+def _global_rows(features: Tensor, labels: Tensor | None, simclr: bool):
+    """Gathered rows z [M, D] (with autograd), labels [M], ids [M], and this rank's anchor rows."""
+    if features.ndim != 3:
+        raise ValueError(f"features must have shape [B, V, D] (images, views, dim), got {tuple(features.shape)}")
+    b, v, d = features.shape
+    device = features.device
+    if labels is None or simclr:
+        labels = torch.zeros(b, dtype=torch.long, device=device)
+    # One small collective checks shapes and learns the batch sizes of every process.
+    local = torch.tensor([b, v, d], device=device, dtype=torch.long)
+    shapes = [torch.zeros_like(local) for _ in range(get_world_size())]
+    _collective("gathering batch shapes", dist.all_gather, shapes, local)
+    shapes = [tuple(int(s) for s in t) for t in shapes]
+    if any(s[1:] != (v, d) for s in shapes):
+        raise ValueError(f"every process must pass features [B_r, V, D] with the same V and D; "
+                         f"got (B, V, D) per rank {shapes}")
+    sizes = [s[0] * v for s in shapes]
+    offset = sum(s[0] for s in shapes[: get_rank()])              # images of lower ranks
+    ids = torch.arange(offset, offset + b, device=device)        # global instance ids
+    z = all_gather_with_grad(features.reshape(b * v, d), sizes)  # [M, D]; row b * V + v: view v of b
+    y = all_gather_no_grad(labels.long().repeat_interleave(v), sizes)
+    i = all_gather_no_grad(ids.repeat_interleave(v), sizes)
+    return z, (i if simclr else y), i, torch.arange(offset * v, (offset + b) * v, device=device)
+
+
+def global_batch_forward(loss: nn.Module, features: Tensor, labels: Tensor | None = None, *,
+                         return_terms: bool = False):
+    """The loss of this process's anchors against the global batch, scaled as the module
+    docstring says; `loss` follows the protocol above. features [B_r, V, D], labels [B_r]."""
+    weights = check_protocol(loss)
+    z, y, i, anchor_index = _global_rows(features, labels, set(weights) == {"simclr"})
+    parts = loss.per_anchor(z, y, i, anchor_index=anchor_index)
+    # Global sums of values and of valid-anchor counts, per term: [2, T] in one all-reduce.
+    sums = torch.stack([torch.stack([parts[t][0].detach().sum().double(), parts[t][1].sum().double()])
+                        for t in weights], 1)
+    _collective("all_reduce of the loss", dist.all_reduce, sums, op=dist.ReduceOp.SUM)
+    world = get_world_size()
+    total, means = 0.0, {}
+    for n, (term, weight) in enumerate(weights.items()):
+        value, _ = parts[term]
+        count = sums[1, n].clamp_min(1)
+        local_part = value.sum() * (world / count).to(value.dtype)    # L_r: its gradient is exact
+        global_mean = (sums[0, n] / count).to(value.dtype)            # the single-process value
+        means[term] = global_mean
+        total = total + weight * (local_part + (global_mean - local_part).detach())
+    return (total, means) if return_terms else total
 
 
 class GlobalBatchLoss(nn.Module):
     """Wrap a `spreadcon.losses` module so that, under torch.distributed, each process's anchors
-    contrast against the global batch (see the module docstring for the exact scaling).
+    contrast against the global batch (see the module docstring for the exact scaling). The same
+    as building the module with `gather_distributed=True` (lightly's flag).
 
     forward(features [B_r, V, D], labels [B_r] (ignored by SimCLR), return_terms=False) -> scalar,
     the global loss on every process; B_r may differ between processes, V and D may not.
     Without an initialised process group (or with world size 1) it is the wrapped module.
-    The wrapped module's temperature, normalize, memory and block_size apply (memory="lean"
+    The wrapped module's temperature, normalize, path and block_size apply (path="lean"
     included); anchors must be "all" (the authors' cross-view variant is single-process only).
     """
 
     def __init__(self, loss: nn.Module):
         super().__init__()
-        self.terms = _terms_of(loss)
-        if getattr(loss, "anchors", "all") != "all":
-            raise ValueError("GlobalBatchLoss needs anchors='all'; anchors='cross_view' is single-process only")
+        self.terms = check_protocol(loss)
         self.loss = loss
 
     def forward(self, features: Tensor, labels: Tensor | None = None, return_terms: bool = False):
         if not is_initialized() or get_world_size() == 1:
             kw = {"return_terms": True} if return_terms else {}
             return self.loss(features, labels, **kw)
-        from spreadcon.losses import per_anchor_losses
-
-        if features.ndim != 3:
-            raise ValueError(f"features must have shape [B, V, D] (images, views, dim), got {tuple(features.shape)}")
-        b, v, d = features.shape
-        device = features.device
-        if labels is None or "simclr" in self.terms:
-            labels = torch.zeros(b, dtype=torch.long, device=device)
-        # One small collective checks shapes and learns the batch sizes of every process.
-        local = torch.tensor([b, v, d], device=device, dtype=torch.long)
-        shapes = [torch.zeros_like(local) for _ in range(get_world_size())]
-        _collective("gathering batch shapes", dist.all_gather, shapes, local)
-        shapes = [tuple(int(s) for s in t) for t in shapes]
-        if any(s[1:] != (v, d) for s in shapes):
-            raise ValueError(f"every process must pass features [B_r, V, D] with the same V and D; "
-                             f"got (B, V, D) per rank {shapes}")
-        sizes = [s[0] for s in shapes]
-        offset = sum(sizes[: get_rank()])                             # rows of lower ranks
-        ids = torch.arange(offset, offset + b, device=device)        # global instance ids
-        flat = features.reshape(b * v, d)                             # row b * V + v: view v of image b
-        z = all_gather_with_grad(flat, [n * v for n in sizes])        # [M, D], M = V * sum_r B_r
-        y = all_gather_no_grad(labels.long().repeat_interleave(v), [n * v for n in sizes])
-        i = all_gather_no_grad(ids.repeat_interleave(v), [n * v for n in sizes])
-        if "simclr" in self.terms:
-            y = i                                                     # every image its own class
-        anchor_index = torch.arange(offset * v, (offset + b) * v, device=device)
-        parts = per_anchor_losses(z, y, i, tuple(self.terms), self.loss.temperature,
-                                  normalize=self.loss.normalize, anchor_index=anchor_index,
-                                  memory=self.loss.memory, block_size=self.loss.block_size)
-        # Global sums of values and of valid-anchor counts, per term: [2, T] in one all-reduce.
-        sums = torch.stack([torch.stack([val.detach().sum().double(), ok.sum().double()])
-                            for val, ok in parts.values()], 1)
-        _collective("all_reduce of the loss", dist.all_reduce, sums, op=dist.ReduceOp.SUM)
-        world = get_world_size()
-        loss, means = 0.0, {}
-        for n, (term, weight) in enumerate(self.terms.items()):
-            value, _ = parts[term]
-            count = sums[1, n].clamp_min(1)
-            local_part = value.sum() * (world / count).to(value.dtype)    # L_r: its gradient is exact
-            global_mean = (sums[0, n] / count).to(value.dtype)            # the single-process value
-            means[term] = global_mean
-            loss = loss + weight * (local_part + (global_mean - local_part).detach())
-        if return_terms:
-            return loss, means
-        return loss
+        return global_batch_forward(self.loss, features, labels, return_terms=return_terms)
 
 
 def global_batch_loss(loss: nn.Module | None) -> nn.Module | None:

@@ -31,6 +31,9 @@ from torch import Tensor
 
 STATS = ("all", "pos", "neg", "sp")
 MAX_UNSHIFTED_LOGIT = 30.0  # e^{+-30} and ratios of sums of them stay normal float32 numbers
+SOFTPLUS_THRESHOLD = 40.0  # softplus(x) = x above it, exact to 4e-18 relative
+PACK_ROWS = 128  # rows a label-sorted block collects from small classes before it is closed
+SORT_ROWS_ON_CPU = True  # the label-sorted path (CPU only: it reads class ranges on the host)
 
 
 def neg_fill(dtype: torch.dtype) -> float:
@@ -70,7 +73,8 @@ def _guarded(num: Tensor, den: Tensor, count: Tensor) -> Tensor:
 class _Block:
     """Logits of anchor rows `rows` against all points, and their same-label mask (float)."""
 
-    def __init__(self, q, k, q_codes, k_codes, self_col, rows, split: bool, kept=None):
+    def __init__(self, src: tuple, rows: slice, split: bool, kept=None):
+        q, k, q_codes, k_codes, self_col = src  # RowStats's first five arguments
         self.S = q[rows] @ k.T if kept is None else kept  # [b, M]
         self.self_col = None if self_col is None else self_col[rows, None]  # [b, 1]
         self.pos = None  # [b, M] 1.0 on P(i) (same label, self excluded), else 0.0
@@ -117,7 +121,8 @@ def _grad_fast(blk: _Block, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
     # softmax_all = softmax_P e^{lse_P - lse_all} on P and softmax_N e^{lse_N - lse_all} on N
     a = _guarded(g_all * torch.exp(lse_pos - lse_all) + g_pos, s_pos, n_pos)  # per unit e^S on P
     b = _guarded(g_all * torch.exp(lse_neg - lse_all) + g_neg, s_neg, n_neg)  # per unit e^S on N
-    G = E.mul_(torch.mul(blk.pos, (a - b)[:, None]).add_(b[:, None]))
+    # where(), not pos * (a - b) + b: on P(i) that sum cancels when |b| >> |a| (issue 12)
+    G = E.mul_(torch.where(blk.pos.bool(), a[:, None], b[:, None]))
     if R is not None:
         G.sub_(R.mul_((g_sp * s_neg)[:, None]))
     return blk.drop_self(G)
@@ -138,7 +143,9 @@ def _forward_shifted(blk: _Block, n_pos, n_neg, need_sp: bool) -> Tensor:
     lse_neg = _lse(E.sub_(T).sum(1), m_neg, n_neg)
     sp = torch.zeros_like(lse_pos)
     if need_sp:
-        sp = torch.nn.functional.softplus(lse_neg[:, None] - S).mul_(blk.pos).sum(1)
+        # threshold 40, not the default 20: softplus(x) - x = log1p(e^-x) is 2e-9 at x = 20,
+        # above float64's resolution; at 40 it is 4e-18 (e^40 is still a finite float32)
+        sp = torch.nn.functional.softplus(lse_neg[:, None] - S, threshold=SOFTPLUS_THRESHOLD).mul_(blk.pos).sum(1)
     return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
 
 
@@ -162,6 +169,130 @@ def _grad_shifted(blk: _Block, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
     return G
 
 
+# ---- sorted path (CPU, fast numerics, label split): rows and columns sorted by label code, so
+# the positives of a row are one contiguous column range and every P(i)-only term (the softplus
+# over positives, the positive mask, sigmoid weights) runs on a b x (hi - lo) sub-block, about
+# 1/C of the b x M block for C balanced classes, instead of masking all of it.
+class _Sorted:
+    """q, k, codes, self columns and set sizes permuted by label code; lo / hi: each sorted
+    row's positive column range (host ints: used on CPU only, where reading them is free)."""
+
+    def __init__(self, q, k, q_codes, k_codes, self_col, sets: tuple[Tensor, Tensor]):
+        n_pos, n_neg = sets
+        self.pq, self.pk = torch.argsort(q_codes, stable=True), torch.argsort(k_codes, stable=True)
+        self.q, self.k = q[self.pq], k[self.pk]
+        self.qc, self.kc = q_codes[self.pq].contiguous(), k_codes[self.pk].contiguous()
+        self.self_col = None
+        if self_col is not None:
+            inv = torch.empty_like(self.pk)
+            inv[self.pk] = torch.arange(self.pk.shape[0], device=self.pk.device)
+            self.self_col = inv[self_col[self.pq]]
+        self.lo = torch.searchsorted(self.kc, self.qc).tolist()
+        self.hi = torch.searchsorted(self.kc, self.qc, right=True).tolist()
+        self.n_pos, self.n_neg = n_pos[self.pq], n_neg[self.pq]
+
+    def blocks(self, block: int) -> list[slice]:
+        """Row blocks of at most `block` rows that end at class boundaries: a block spanning
+        classes c..c' has positive columns over all of them (P-work b x width), so a class starts
+        a new block once the current one has PACK_ROWS rows (small classes are packed up to that,
+        for GEMM efficiency), and classes larger than `block` are cut into chunks."""
+        counts = torch.unique_consecutive(self.qc, return_counts=True)[1].tolist()
+        out, start, end = [], 0, 0
+        for n in counts:
+            if end > start and (end - start >= PACK_ROWS or end - start + n > block):  # close before it
+                out.append(slice(start, end))
+                start = end
+            end += n
+            while end - start > block:  # a class larger than a block: full chunks
+                out.append(slice(start, start + block))
+                start += block
+        if end > start:
+            out.append(slice(start, end))
+        return out
+
+    def block(self, rows: slice, kept=None):
+        """(E = e^S with self entries 0 [b, M], positive mask [b, hi - lo] bool, lo, hi)."""
+        last = min(rows.stop, self.q.shape[0]) - 1
+        lo, hi = self.lo[rows.start], self.hi[last]
+        E = kept
+        if E is None:
+            E = (self.q[rows] @ self.k.T).exp_()
+        pos = self.qc[rows, None] == self.kc[None, lo:hi]
+        if self.self_col is not None and kept is None:
+            sc = self.self_col[rows, None]
+            E.scatter_(1, sc, 0.0)  # the self entry leaves every sum and gets no gradient
+        if self.self_col is not None:
+            pos.scatter_(1, self.self_col[rows, None] - lo, False)
+        return E, pos, lo, hi
+
+
+def _forward_sorted(blk: tuple, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E, pos, lo, hi = blk
+    Es = E[:, lo:hi]
+    s_pos = Es.masked_fill(~pos, 0.0).sum(1)
+    # a sum of positive terms on each side of the range (not total - s_pos, which cancels)
+    s_neg = E[:, :lo].sum(1) + E[:, hi:].sum(1) + Es.masked_fill(pos, 0.0).sum(1)
+    lse_pos, lse_neg = _lse(s_pos, None, n_pos), _lse(s_neg, None, n_neg)
+    sp = torch.zeros_like(s_pos)
+    if need_sp:  # softplus(lse_neg - S_p) = log1p(s_neg / e^{S_p}) on P(i) only
+        sp = torch.where(pos, torch.div(s_neg[:, None], Es).log1p_(), 0.0).sum(1)
+    return torch.stack([torch.logaddexp(lse_pos, lse_neg), lse_pos, lse_neg, sp])
+
+
+def _grad_sorted(blk: tuple, stats, g, n_pos, n_neg, need_sp: bool) -> Tensor:
+    E, pos, lo, hi = blk
+    lse_all, lse_pos, lse_neg, _ = stats
+    g_all, g_pos, g_neg, g_sp = g
+    s_pos, s_neg = torch.exp(lse_pos), torch.exp(lse_neg)
+    Es = E[:, lo:hi].clone()
+    R = None
+    if need_sp:  # sigmoid(lse_neg - S_p) / s_neg = 1 / (e^{S_p} + s_neg) on P(i)
+        R = torch.where(pos, torch.add(Es, s_neg[:, None]).reciprocal_(), 0.0)
+        g_neg = g_neg + g_sp * s_neg * R.sum(1)
+    a = _guarded(g_all * torch.exp(lse_pos - lse_all) + g_pos, s_pos, n_pos)  # per unit e^S on P
+    b = _guarded(g_all * torch.exp(lse_neg - lse_all) + g_neg, s_neg, n_neg)  # per unit e^S on N
+    G = E.mul_(b[:, None])  # N(i) everywhere; the self entry is 0
+    Gs = torch.where(pos, Es.mul_(a[:, None]), G[:, lo:hi])
+    if R is not None:
+        Gs.sub_(R.mul_((g_sp * s_neg)[:, None]))
+    G[:, lo:hi] = Gs
+    return G
+
+
+def _sorted_forward(ctx, args: tuple, *, need_sp: bool, block: int, keep: bool):
+    """RowStats.forward on the sorted path; args = (q, k, q_codes, k_codes, self_col, n_pos, n_neg)."""
+    q = args[0]
+    srt = _Sorted(*args[:5], args[5:7])
+    stats_s, kept = q.new_empty(4, q.shape[0]), []
+    ctx.blocks = srt.blocks(block)
+    for rows in ctx.blocks:
+        blk = srt.block(rows)
+        stats_s[:, rows] = _forward_sorted(blk, srt.n_pos[rows], srt.n_neg[rows], need_sp)
+        if keep:
+            kept.append(blk[0])
+    stats = torch.empty_like(stats_s)
+    stats[:, srt.pq] = stats_s
+    ctx.srt, ctx.kept, ctx.need_sp = srt, kept, need_sp
+    ctx.save_for_backward(stats_s)
+    return stats
+
+
+def _sorted_backward(ctx, g):
+    (stats_s,) = ctx.saved_tensors
+    srt = ctx.srt
+    g_s = g[:, srt.pq]
+    dq_s, dk_s = torch.zeros_like(srt.q), torch.zeros_like(srt.k)
+    for n, rows in enumerate(ctx.blocks):
+        blk = srt.block(rows, ctx.kept[n] if ctx.kept else None)
+        G = _grad_sorted(blk, stats_s[:, rows], g_s[:, rows], srt.n_pos[rows], srt.n_neg[rows], ctx.need_sp)
+        torch.mm(G, srt.k, out=dq_s[rows])
+        dk_s.addmm_(G.T, srt.q[rows])
+    dq, dk = torch.empty_like(dq_s), torch.empty_like(dk_s)
+    dq[srt.pq], dk[srt.pk] = dq_s, dk_s
+    ctx.kept = None  # overwritten by the gradient: a second backward recomputes
+    return dq, dk
+
+
 class RowStats(torch.autograd.Function):
     """Row statistics [4, K] = (lse_all, lse_pos, lse_neg, sp) of anchors q against points k.
 
@@ -176,12 +307,17 @@ class RowStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, q_codes, k_codes, self_col, n_pos, n_neg, need, block, keep, stabilize):
         split, need_sp = tuple(need) != ("all",), "sp" in need
+        ctx.sorted = SORT_ROWS_ON_CPU and split and not stabilize and q.device.type == "cpu"
+        if ctx.sorted:
+            with no_autocast(q.device):
+                return _sorted_forward(ctx, (q, k, q_codes, k_codes, self_col, n_pos, n_neg), need_sp=need_sp,
+                                       block=block, keep=keep)
         forward_block = _forward_shifted if stabilize else _forward_fast
         stats, kept = q.new_empty(4, q.shape[0]), []  # one buffer: no small allocations pinning the heap
         with no_autocast(q.device):
             for r in range(0, q.shape[0], block):
                 rows = slice(r, r + block)
-                blk = _Block(q, k, q_codes, k_codes, self_col, rows, split)
+                blk = _Block((q, k, q_codes, k_codes, self_col), rows, split)
                 stats[:, rows] = forward_block(blk, n_pos[rows], n_neg[rows], need_sp)
                 if keep:
                     kept.append(blk.S)  # logits, or e^S on the fast path
@@ -191,13 +327,16 @@ class RowStats(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.sorted:
+            with no_autocast(g.device):
+                return (*_sorted_backward(ctx, g), None, None, None, None, None, None, None, None, None)
         q, k, q_codes, k_codes, self_col, n_pos, n_neg, stats = ctx.saved_tensors
         grad_block = _grad_shifted if ctx.stabilize else _grad_fast
         dq, dk = torch.zeros_like(q), torch.zeros_like(k)
         with no_autocast(q.device):
             for n, r in enumerate(range(0, q.shape[0], ctx.block)):
                 rows = slice(r, r + ctx.block)
-                blk = _Block(q, k, q_codes, k_codes, self_col, rows, ctx.split,
+                blk = _Block((q, k, q_codes, k_codes, self_col), rows, ctx.split,
                              ctx.kept[n] if ctx.kept else None)
                 if not ctx.kept and not ctx.stabilize:
                     blk.S.exp_()  # recomputed logits -> e^S, as the fast forward keeps them
