@@ -319,9 +319,18 @@ def test_memory_bank_is_passed_to_the_loss_and_filled(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["extra"] == [{"n": 6}]
 
 
-def test_memory_bank_without_the_class_is_a_clear_error(tmp_path, monkeypatch):
-    import spreadcon.losses as losses
+def test_memory_bank_run_resumes_bit_identically(tmp_path):
+    """The real spreadcon.losses.MemoryBank through the trainer: its rows are checkpointed, so a run
+    stopped after epoch 1 and resumed equals the uninterrupted one."""
+    from test_train import SigintAt
 
-    monkeypatch.delattr(losses, "MemoryBank", raising=False)
-    with pytest.raises(ValueError, match="memory_bank=8 needs spreadcon.losses.MemoryBank"):
-        train(tiny(tmp_path, memory_bank=8))
+    whole = train(tiny(tmp_path, "whole", epochs=2, memory_bank=300))
+    part = tiny(tmp_path, "part", epochs=2, memory_bank=300)
+    with pytest.raises(KeyboardInterrupt):
+        train(part, callbacks=[SigintAt(epoch=1)])
+    bank = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["extra"][0]
+    assert bank["embeddings"].shape[0] == 300 and not bank["embeddings"].requires_grad
+    resumed = train(part, resume=True)
+    a = torch.load(whole / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

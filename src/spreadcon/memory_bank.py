@@ -42,6 +42,14 @@ class MemoryBank:
     def dim(self) -> int | None:
         return None if self.embeddings is None else self.embeddings.shape[1]
 
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """The rows held (for checkpoints: a resumed run contrasts against the same bank)."""
+        return {"embeddings": self.embeddings, "labels": self.labels, "ids": self.ids, "has_id": self.has_id}
+
+    def load_state_dict(self, state: dict[str, Tensor | None]) -> None:
+        self.embeddings, self.labels, self.ids, self.has_id = (state[k] for k in ("embeddings", "labels", "ids",
+                                                                                  "has_id"))
+
     def clear(self) -> None:
         self.embeddings = self.labels = self.ids = self.has_id = None
 

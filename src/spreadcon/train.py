@@ -93,7 +93,7 @@ def build_loss(config: TrainConfig) -> torch.nn.Module | None:
         raise ValueError(f"unknown loss {config.loss!r}; known losses: {sorted(LOSSES)} "
                          f"(or protocol=ce for cross-entropy alone)")
     kwargs: dict[str, Any] = {"temperature": config.temperature, **config.loss_options}
-    if config.loss == "spread":
+    if config.loss in ("spread", "spread-authors"):
         kwargs["alpha"] = config.alpha
     return LOSSES[config.loss](**kwargs)
 
@@ -102,13 +102,13 @@ def build_memory_bank(config: TrainConfig, device: torch.device):
     """spreadcon.losses.MemoryBank(size=config.memory_bank), or None when memory_bank is 0."""
     if config.memory_bank <= 0:
         return None
-    try:
-        from spreadcon.losses import MemoryBank
-    except ImportError:
-        raise ValueError(f"memory_bank={config.memory_bank} needs spreadcon.losses.MemoryBank, which this "
-                         f"spreadcon does not have; pass memory_bank=0") from None
+    from spreadcon.losses import MemoryBank
+
     if config.protocol == "ce":
         raise ValueError("memory_bank needs a contrastive loss; use protocol joint or contrastive_then_probe")
+    if distributed.get_world_size() > 1:  # each rank's bank would hold other rows: not the global-batch loss
+        raise ValueError("memory_bank is single-process for now; under torchrun the global batch already "
+                         "widens the contrast set: pass memory_bank=0")
     bank = MemoryBank(size=config.memory_bank)
     return bank.to(device) if hasattr(bank, "to") else bank
 
