@@ -96,3 +96,27 @@ def test_bad_input_names_what_to_pass(run_dir, tmp_path):
         evaluate_run(tmp_path / "nothing")
     with pytest.raises(ValueError, match="unknown metric 'accuracy'"):
         metric_name("accuracy", "test")
+
+
+def test_with_a_projection_head_probes_read_h_and_z_is_reported_beside(tmp_path):
+    """The standard protocol: the cache keeps the backbone output h ("features") next to z, the
+    evaluation probes h, and the z numbers carry their own names."""
+    from spreadcon.config import TrainConfig
+    from spreadcon.evaluate.probes import coarse_to_fine
+    from spreadcon.runs import load_run
+    from spreadcon.train import train
+
+    run_dir = train(TrainConfig(dataset="digits-coarse", encoder="cnn-test", epochs=1, batch_size=256,
+                                encoder_options={"proj_dim": 8}, out_dir=str(tmp_path / "r"), device="cpu",
+                                progress=False, tensorboard=False))
+    run = load_run(run_dir)
+    test, train_split = run.embeddings("test"), run.embeddings("train")
+    assert test["embedding"].shape[1] == 8 and test["features"].shape[1] != 8
+    got = evaluate_run(run, probe_epochs=3)
+    assert {"fine_transfer_accuracy", "fine_transfer_z_accuracy", "intra_class_z_cosine"} <= set(got) <= set(METRICS)
+    import torch
+
+    at_h = coarse_to_fine(*(torch.from_numpy(a) for a in (train_split["features"], train_split["stratum"],
+                                                          test["features"], test["stratum"])),
+                          epochs=3, seed=run.config.seed, num_classes=run.dataset.num_strata)
+    assert got["fine_transfer_accuracy"] == pytest.approx(at_h["fine_accuracy"])

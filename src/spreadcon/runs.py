@@ -493,17 +493,21 @@ class Run:
 
 
 def split_arrays(model: Classifier, ds: Any, split: str, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """One split through the model (eval mode): embedding [N, D], logits [N, K], index, label, stratum
+    """One split through the model (eval mode): embedding [N, D] (what the loss reads), logits [N, K],
+    features [N, F] (the backbone output h, only when the encoder has a projection head), index, label, stratum
     (rows of the dataset as trained), and clean_label, group, origin (rows of the dataset as loaded) when set."""
     from spreadcon.data import SPLITS
     from spreadcon.data.views import default_views
     from spreadcon.evaluate.embed import predict
 
     index = torch.nonzero(ds.split == SPLITS[split]).squeeze(1)
-    emb, logits = predict(model, ds.x[index], prepare=default_views(ds).prepare, batch_size=batch_size,
-                          device=device)
-    arrays = {"embedding": emb.numpy(), "logits": logits.numpy(), "index": index.numpy(),
+    has_proj = not isinstance(model.encoder.proj, nn.Identity)
+    out = predict(model, ds.x[index], prepare=default_views(ds).prepare, batch_size=batch_size, device=device,
+                  features=has_proj)
+    arrays = {"embedding": out[0].numpy(), "logits": out[1].numpy(), "index": index.numpy(),
               "label": ds.label[index].numpy(), "stratum": ds.stratum[index].numpy()}
+    if has_proj:  # the backbone output h, before the projection head (the standard protocol's probe layer)
+        arrays["features"] = out[2].numpy()
     for key in ("clean_label", "group", "origin"):
         if getattr(ds, key) is not None:
             arrays[key] = getattr(ds, key)[index].numpy()

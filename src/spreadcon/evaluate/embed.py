@@ -42,21 +42,26 @@ def _prepared_batches(model: nn.Module, x: Tensor, *, prepare: Prepare | None, b
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, *, prepare: Prepare | None = None, batch_size: int = 512,
-            device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """(embedding [N, D], logits [N, K]) float32 on the CPU, for a Classifier over raw x [N, ...].
+            device: torch.device | str | None = None, features: bool = False) -> tuple[Tensor, ...]:
+    """(embedding [N, D], logits [N, K]) float32 on the CPU, for a Classifier over raw x [N, ...];
+    with `features`, also the backbone output h [N, F] before the projection head (the standard
+    protocol's probe layer): (embedding, logits, features).
 
     prepare: applied to each raw batch on `device` (e.g. Views.prepare: uint8 -> normalised float);
     device: where batches go (the model must be there already); default the model's device.
     An empty x gives [0, D] and [0, K] tensors.
     """
-    embs, logits = [], []
+    outs: list[list[Tensor]] = [[], [], []]
     for xb in _prepared_batches(model, x, prepare=prepare, batch_size=batch_size, device=device):
-        e, lg = model(xb)
-        embs.append(e.float().cpu())
-        logits.append(lg.float().cpu())
-    if not embs:
-        return torch.zeros(0, model.embed_dim), torch.zeros(0, model.num_classes)
-    return torch.cat(embs), torch.cat(logits)
+        h = model.encoder.forward_features(xb) if features else None
+        e = model.encoder.proj(h) if features else model.forward_features(xb)
+        for out, t in zip(outs, (e, model.forward_head(e), h)):
+            if t is not None:
+                out.append(t.float().cpu())
+    if not outs[0]:
+        empty = (torch.zeros(0, model.embed_dim), torch.zeros(0, model.num_classes))
+        return (*empty, torch.zeros(0, model.encoder.feature_dim)) if features else empty
+    return tuple(torch.cat(o) for o in outs if o)
 
 
 @torch.no_grad()

@@ -30,6 +30,11 @@ METRICS: dict[str, str] = {
     "common_centre_cosine": "cosine with the class centre of the points of each class's largest training "
                             "stratum, averaged over classes (Figure 2)",
     "rare_centre_cosine": "the same for each class's smallest training stratum (Figure 2)",
+    # runs with a projection head (the standard protocol): the numbers above read the backbone output h
+    # (where SimCLR/SupCon probe); these read z, the projection head's output the loss sees (where the
+    # paper, which has no projection head, probes)
+    "fine_transfer_z_accuracy": "fine_transfer_accuracy probed at z (runs with a projection head only)",
+    "intra_class_z_cosine": "intra_class_cosine at z (runs with a projection head only)",
 }
 PROBE_EPOCHS, PROBE_LR = 100, 1e-3  # SPEC.md: the authors' coarse-to-fine probe
 
@@ -85,21 +90,29 @@ def evaluate_run(run: Any, split: str = "test", checkpoint: str = "best", *, tra
         out["auroc"] = metrics.auroc(logits, y)
     if "group" in data:
         out["worst_group_accuracy"] = metrics.worst_group_accuracy(logits, y, data["group"])
-    ds = run.dataset
-    if transfer and ds.num_strata > ds.num_classes:
-        out["fine_transfer_accuracy"] = _transfer(run, data, checkpoint, epochs=probe_epochs, lr=probe_lr,
-                                                  seed=run.config.seed if seed is None else seed)
-    if geometry:
-        out.update(_centre_cosines(data["embedding"], y, data["stratum"], train_strata_sizes(run)))
+    ds, seed = run.dataset, run.config.seed if seed is None else seed
+    layers = {"": "features" if "features" in data else "embedding"}  # h where the run has a projection head
+    if "features" in data:
+        layers["_z"] = "embedding"
+    for suffix, layer in layers.items():
+        if transfer and ds.num_strata > ds.num_classes:
+            out[f"fine_transfer{suffix}_accuracy"] = _transfer(run, data, checkpoint, layer=layer, epochs=probe_epochs,
+                                                               lr=probe_lr, seed=seed)
+        if geometry and not suffix:
+            out.update(_centre_cosines(data[layer], y, data["stratum"], train_strata_sizes(run)))
+        elif geometry:
+            from spreadcon.evaluate.geometry import intra_class_cosine
+
+            out["intra_class_z_cosine"] = float(intra_class_cosine(data[layer], y))
     return {metric_name(k, split): float(v) for k, v in out.items()}
 
 
-def _transfer(run: Any, data: dict[str, torch.Tensor], checkpoint: str, *, epochs: int, lr: float,
+def _transfer(run: Any, data: dict[str, torch.Tensor], checkpoint: str, *, layer: str, epochs: int, lr: float,
               seed: int) -> float:
     from spreadcon.evaluate.probes import coarse_to_fine
 
     train = _arrays(run, "train", checkpoint)
-    result = coarse_to_fine(train["embedding"], train["stratum"], data["embedding"], data["stratum"],
+    result = coarse_to_fine(train[layer], train["stratum"], data[layer], data["stratum"],
                             epochs=epochs, lr=lr, seed=seed, num_classes=run.dataset.num_strata)
     return float(result["fine_accuracy"])
 
@@ -132,7 +145,7 @@ def strata_rows(run: Any, split: str = "test", checkpoint: str = "best") -> list
 
     run = _load(run, checkpoint)
     data, sizes = _arrays(run, split, checkpoint), train_strata_sizes(run)
-    z, y, s = data["embedding"], data["label"], data["stratum"]
+    z, y, s = data.get("features", data["embedding"]), data["label"], data["stratum"]
     to_class, to_stratum = cosine_to_class_centre(z, y), cosine_to_class_centre(z, s)
     class_ids, class_c = class_centres(z, y)
     strata_ids, strata_c = class_centres(z, s)
