@@ -1,6 +1,6 @@
 """Recipe search for mnist5k-coarse (issue 16), on the VALIDATION split only, through the public API.
 
-    python scripts/recipe_search.py run A B        # train + evaluate the runs of stages A, B (skips done ones)
+    python scripts/recipe_search.py run A B-x      # train + evaluate stage A's runs, then run B-x (skips done ones)
     python scripts/recipe_search.py tables         # regenerate the tables in docs/recipes.md from the runs
     python scripts/recipe_search.py test NAME ...  # the one test-split check of the chosen recipe's runs
 
@@ -68,12 +68,24 @@ def add_protocol_stage() -> None:
     for proto, extra in (("paper", {}), ("proj", PROJ)):
         for loss, alpha in (("supcon", 0.5), ("spread", 0.16), ("spread", 0.25), ("spread", 0.33), ("spread", 0.5)):
             name = f"B-{proto}-{loss}" + (f"-{alpha}" if loss == "spread" else "")
+            if proto == "paper" and loss == "spread" and alpha == 0.25:
+                name = "A1-small-adam"  # the same config: one run
             cfg = _with(STRONG, loss=loss, alpha=alpha, encoder_options={**SMALL, **extra})
             rows.append((name, cfg, f"{proto} protocol, {loss}" + (f" alpha {alpha}" if loss == "spread" else "")))
     STAGES["B"] = rows
 
 
 add_protocol_stage()
+STAGES["B"].append(("B-proj-simclr", _with(STRONG, loss="simclr", encoder_options={**SMALL, **PROJ}),
+                    "proj protocol, simclr (the demo's third loss)"))
+PROJ_SPREAD = _with(STRONG, alpha=0.25, encoder_options={**SMALL, **PROJ})
+STAGES["C"] = [  # around the chosen recipe (standard protocol, L_spread)
+    ("C-proj-spread-ce2", _with(PROJ_SPREAD, ce_weight=2.0), "B-proj-spread-0.25 with CE weight 2"),
+    ("C-proj-spread-e20", _with(PROJ_SPREAD, epochs=20), "B-proj-spread-0.25 with 20 epochs"),
+    ("C-proj-spread-b128", _with(PROJ_SPREAD, batch_size=128), "B-proj-spread-0.25 with batch 128"),
+    ("C-proj-spread-digits-e20", _with(PROJ_SPREAD, epochs=20, encoder_options={**DIGITS, **PROJ}),
+     "cnn 32/64 (the 60-line net), 20 epochs"),
+]
 
 
 def config_for(name: str, overrides: dict[str, Any]) -> TrainConfig:
@@ -189,10 +201,11 @@ def test_check(names: list[str]) -> None:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     RUNS.mkdir(parents=True, exist_ok=True)
-    if argv[:1] == ["run"]:
-        for stage in argv[1:]:
-            for name, overrides, _ in STAGES[stage]:
-                print(name, json.dumps(run_one(name, overrides)), flush=True)
+    if argv[:1] == ["run"]:  # stage names or run names, in the order given
+        by_name = {n: o for rows in STAGES.values() for n, o, _ in rows}
+        for item in argv[1:]:
+            for name in [n for n, _, _ in STAGES[item]] if item in STAGES else [item]:
+                print(name, json.dumps(run_one(name, by_name[name])), flush=True)
     elif argv[:1] == ["tables"]:
         write_tables()
     elif argv[:1] == ["test"]:
