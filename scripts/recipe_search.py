@@ -83,8 +83,22 @@ STAGES["C"] = [  # around the chosen recipe (standard protocol, L_spread)
     ("C-proj-spread-ce2", _with(PROJ_SPREAD, ce_weight=2.0), "B-proj-spread-0.25 with CE weight 2"),
     ("C-proj-spread-e20", _with(PROJ_SPREAD, epochs=20), "B-proj-spread-0.25 with 20 epochs"),
     ("C-proj-spread-b128", _with(PROJ_SPREAD, batch_size=128), "B-proj-spread-0.25 with batch 128"),
+    ("C-proj-spread-e40", _with(PROJ_SPREAD, epochs=40), "B-proj-spread-0.25 with 40 epochs"),
+    ("C-proj-supcon-e40", _with(PROJ_SPREAD, loss="supcon", alpha=0.5, epochs=40), "B-proj-supcon with 40 epochs"),
+    ("C-proj-spread-0.16-e40", _with(PROJ_SPREAD, alpha=0.16, epochs=40), "B-proj-spread-0.16 with 40 epochs"),
     ("C-proj-spread-digits-e20", _with(PROJ_SPREAD, epochs=20, encoder_options={**DIGITS, **PROJ}),
      "cnn 32/64 (the 60-line net), 20 epochs"),
+]
+
+
+CIFAR_ROOT = "/tmp/recipes-data"  # python /work/shared/data/materialize.py /tmp/recipes-data --only cifar10
+MEDIUM = dict(STRONG, dataset="cifar10-coarse", data_root=CIFAR_ROOT, subsample_fraction=0.2, epochs=5,
+              encoder_options={"widths": [16, 32, 64], "flatten": True, "out_dim": 256, **PROJ})
+STAGES["M"] = [  # medium CIFAR-10-Coarse: 9,000 class-balanced train images, ~1 full-CIFAR epoch of budget
+    ("M1-cifar-spread", MEDIUM, "cnn 16/32/64 flatten 256 + proj 128, Adam 1e-3, batch 256, 5 epochs, L_spread 0.25"),
+    ("M2-cifar-spread-avgpool", _with(MEDIUM, encoder_options={"widths": [32, 64, 128], "out_dim": 256, **PROJ}),
+     "cnn 32/64/128 global average pool, 256-d h"),
+    ("M3-cifar-supcon", _with(MEDIUM, loss="supcon", alpha=0.5), "M1 with L_SC"),
 ]
 
 
@@ -120,16 +134,15 @@ def evaluate(run_dir: Path, split: str = "val", seed: int = 0) -> dict[str, Any]
     return out
 
 
-def floor_rows(overrides: dict[str, Any], split: str = "val") -> list[dict[str, Any]]:
-    """Floors for this config's encoder, cached per architecture."""
-    from spreadcon import data
-
+def floor_rows(name: str, overrides: dict[str, Any], split: str = "val") -> list[dict[str, Any]]:
+    """Floors for this run's encoder architecture on its dataset as trained, cached."""
     options = {k: v for k, v in overrides["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
-    key = json.dumps([overrides["encoder"], options, split], sort_keys=True)
+    key = json.dumps([overrides["dataset"], overrides.get("subsample_fraction", 1.0), overrides["encoder"], options,
+                      split], sort_keys=True)
     cache = RUNS / "floors.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     if key not in known:
-        ds = data.load(overrides["dataset"])
+        ds = load_run(RUNS / name).dataset
         known[key] = floors(ds, encoder=overrides["encoder"], encoder_options=options, seed=0, split=split)
         cache.write_text(json.dumps(known, indent=1) + "\n")
     return known[key]
@@ -167,9 +180,9 @@ def stage_table(stage: str) -> str:
                      f"{pct(r['fine_transfer_accuracy'])} | {r['intra_class_cosine_h']:.3f} | "
                      f"{r['intra_class_cosine_z']:.3f} | {r['best_epoch']} | {r['train_seconds']:.0f} |")
         opts = {k: v for k, v in overrides["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
-        archs[json.dumps(opts, sort_keys=True)] = overrides
-    for opts, overrides in archs.items():
-        for f in floor_rows(overrides):
+        archs[json.dumps(opts, sort_keys=True)] = (name, overrides)
+    for opts, (name, overrides) in archs.items():
+        for f in floor_rows(name, overrides):
             lines.append(f"| floor: {f['loss']} | {overrides['encoder']} {opts} | - | {pct(f['coarse_accuracy'])} | "
                          f"{pct(f['fine_transfer_accuracy'])} | | | | |")
     return "\n".join(lines)
