@@ -127,6 +127,11 @@ def evaluate(run_dir: Path, split: str = "val", seed: int = 0) -> dict[str, Any]
         layer = probes.fit_linear(h["train"], target[rows["train"]], k, seed=seed)
         with torch.no_grad():
             out[key] = metrics.accuracy(layer(h[split]), target[rows[split]])
+    # the paper's probe location: z, the output the loss and the CE head read (== h without a head)
+    z_train = embed(run.encoder, ds.x[rows["train"]], prepare=prepare)
+    layer = probes.fit_linear(z_train, ds.stratum[rows["train"]], ds.num_strata, seed=seed)
+    with torch.no_grad():
+        out["fine_transfer_accuracy_z"] = metrics.accuracy(layer(z), ds.stratum[rows[split]])
     out["intra_class_cosine_h"] = geometry.intra_class_cosine(h[split], ds.label[rows[split]])
     out["intra_class_cosine_z"] = geometry.intra_class_cosine(z, ds.label[rows[split]])
     out["train_seconds"] = round(train_seconds(Path(run_dir)), 1)
@@ -167,31 +172,52 @@ def pct(x: float | None) -> str:
 
 def stage_table(stage: str) -> str:
     lines = [f"### Stage {stage}", "", "| run | what changed | val coarse (CE head) | val coarse (probe on h) | "
-             "val transfer | intra-class cos h | intra-class cos z | best epoch | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "val transfer (probe on h) | val transfer (probe on z) | intra-class cos h | intra-class cos z | best epoch | "
+             "train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     archs = {}
     for name, overrides, what in STAGES[stage]:
         path = RUNS / name / "recipe_eval.json"
         if not path.exists():
-            lines.append(f"| {name} | {what} | not run | | | | | | |")
+            lines.append(f"| {name} | {what} | not run | | | | | | | |")
             continue
         r = json.loads(path.read_text())
         lines.append(f"| {name} | {what} | {pct(r['coarse_accuracy'])} | {pct(r['coarse_probe_accuracy'])} | "
-                     f"{pct(r['fine_transfer_accuracy'])} | {r['intra_class_cosine_h']:.3f} | "
+                     f"{pct(r['fine_transfer_accuracy'])} | {pct(r.get('fine_transfer_accuracy_z'))} | "
+                     f"{r['intra_class_cosine_h']:.3f} | "
                      f"{r['intra_class_cosine_z']:.3f} | {r['best_epoch']} | {r['train_seconds']:.0f} |")
         opts = {k: v for k, v in overrides["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
         archs[json.dumps(opts, sort_keys=True)] = (name, overrides)
     for opts, (name, overrides) in archs.items():
         for f in floor_rows(name, overrides):
             lines.append(f"| floor: {f['loss']} | {overrides['encoder']} {opts} | - | {pct(f['coarse_accuracy'])} | "
-                         f"{pct(f['fine_transfer_accuracy'])} | | | | |")
+                         f"{pct(f['fine_transfer_accuracy'])} | | | | | |")
+    return "\n".join(lines)
+
+
+def test_table() -> str:
+    """The one test-split check (runs/recipes/test_check.json, from the `test` command)."""
+    path = RUNS / "test_check.json"
+    if not path.exists():
+        return "### Test check\n\nnot run"
+    data = json.loads(path.read_text())
+    lines = ["### Test check (the chosen recipe, once, test split: 1,000 digits)", "",
+             "| run | coarse (CE head) | transfer (probe on h) | transfer (probe on z) | intra-class cos h | "
+             "intra-class cos z | train s |", "|---|---|---|---|---|---|---|"]
+    for name, r in data.items():
+        if name != "floors":
+            lines.append(f"| {name} | {pct(r['coarse_accuracy'])} | {pct(r['fine_transfer_accuracy'])} | "
+                         f"{pct(r.get('fine_transfer_accuracy_z'))} | {r['intra_class_cosine_h']:.3f} | "
+                         f"{r['intra_class_cosine_z']:.3f} | {r['train_seconds']:.0f} |")
+    for f in data["floors"]:
+        lines.append(f"| floor: {f['loss']} | {pct(f['coarse_accuracy'])} (probe) | {pct(f['fine_transfer_accuracy'])} "
+                     f"| | | | |")
     return "\n".join(lines)
 
 
 def write_tables() -> None:
     text = DOC.read_text()
     begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
-    tables = "\n\n".join(stage_table(s) for s in STAGES)
+    tables = "\n\n".join([*(stage_table(s) for s in STAGES), test_table()])
     head, rest = text.split(begin)
     DOC.write_text(f"{head}{begin}\n{tables}\n{end}{rest.split(end)[1]}")
 
@@ -219,6 +245,12 @@ def main(argv: list[str]) -> None:
         for item in argv[1:]:
             for name in [n for n, _, _ in STAGES[item]] if item in STAGES else [item]:
                 print(name, json.dumps(run_one(name, by_name[name])), flush=True)
+    elif argv[:1] == ["rescore"]:  # re-evaluate finished runs (validation) after evaluate() gained a column
+        for path in sorted(RUNS.glob("*/recipe_eval.json")):
+            old = json.loads(path.read_text())
+            if "fine_transfer_accuracy_z" not in old:
+                path.write_text(json.dumps({**old, **evaluate(path.parent)}, indent=1) + "\n")
+                print(path.parent.name, flush=True)
     elif argv[:1] == ["tables"]:
         write_tables()
     elif argv[:1] == ["test"]:

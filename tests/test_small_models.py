@@ -41,12 +41,13 @@ def test_cnn_test_is_unchanged():
     assert net.feature_dim == 16 and net.fc.in_features == 8
 
 
-def test_cnn_digits_is_the_60_line_net():
+def test_cnn_digits_is_the_recipe_net():
     net = cnn_digits((1, 28, 28))
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert [m.out_channels for m in convs] == [32, 64]
+    assert [m.out_channels for m in convs] == [16, 32]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 2
-    assert net.fc.in_features == 64 * 7 * 7 and net.feature_dim == 256
+    assert net.fc.in_features == 32 * 7 * 7 and net.feature_dim == 256
+    assert cnn_digits((1, 28, 28), widths=(32, 64)).fc.in_features == 64 * 7 * 7  # the 60-line script's
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 256)
 
 
