@@ -1,0 +1,263 @@
+"""Recipe search for mnist5k-coarse (issue 16), on the VALIDATION split only, through the public API.
+
+    python scripts/recipe_search.py run A B-x      # train + evaluate stage A's runs, then run B-x (skips done ones)
+    python scripts/recipe_search.py tables         # regenerate the tables in docs/recipes.md from the runs
+    python scripts/recipe_search.py test NAME ...  # the one test-split check of the chosen recipe's runs
+
+Every run lives in runs/recipes/<name>/ (a normal run folder) with recipe_eval.json beside it.
+Evaluation (validation split): the end model's CE head on the coarse labels; coarse-to-fine
+transfer = `probes.fit_linear` (the authors' probe: AdamW 1e-3, 100 epochs) on the frozen
+backbone output h of the train split, fit on the digits, scored on the val digits; intra-class
+cosine of the val points at h (and at z, what the loss reads, when there is a projection head).
+Floors (`spreadcon.evaluate.floors`) for each encoder architecture, on the same split.
+Run with one thread: OMP_NUM_THREADS=1 nice -n 5 python scripts/recipe_search.py run A.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spreadcon.config import TrainConfig
+from spreadcon.evaluate import geometry, metrics, probes
+from spreadcon.evaluate.embed import embed
+from spreadcon.evaluate.floors import floors
+from spreadcon.runs import load_run, read_metrics
+from spreadcon.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "recipes"
+DOC = ROOT / "docs" / "recipes.md"
+
+DEMO = dict(dataset="mnist5k-coarse", encoder="cnn", encoder_options={"widths": [16, 32, 64]}, protocol="joint",
+            temperature=0.5, epochs=30, batch_size=128, lr=3e-4, weight_decay=0.01, warmup_epochs=1.0,
+            loss="spread", alpha=0.25)
+SMALL = {"widths": [16, 32], "flatten": True, "out_dim": 256}     # cnn-digits at half width
+DIGITS = {"widths": [32, 64], "flatten": True, "out_dim": 256}    # cnn-digits (the 60-line script's net)
+STRONG = dict(DEMO, encoder_options=SMALL, batch_size=256, lr=1e-3, weight_decay=0.0)  # Adam = AdamW, wd 0
+PROJ = {"proj_dim": 128, "proj_hidden": 256}                      # standard protocol: h -> MLP -> z
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = dict(base, **changes)
+    if "encoder_options" in changes:
+        out["encoder_options"] = dict(changes["encoder_options"])
+    return out
+
+
+# stage -> [(run name, full config overrides, what changed)]
+STAGES: dict[str, list[tuple[str, dict[str, Any], str]]] = {
+    "A": [  # net and optimiser, paper protocol, L_spread alpha 0.25
+        ("A0-demo", DEMO, "the demo's recipe today"),
+        ("A1-small-adam", STRONG, "cnn 16/32 flatten 256-d h, Adam 1e-3, batch 256"),
+        ("A2-digits-adam-e20", _with(STRONG, encoder_options=DIGITS, epochs=20), "cnn 32/64 flatten 256, 20 epochs"),
+        ("A3-small-lr3e-3", _with(STRONG, lr=3e-3), "A1 with lr 3e-3"),
+        ("A4-small-adamw", _with(STRONG, weight_decay=0.05), "A1 with AdamW weight decay 0.05"),
+    ],
+}
+
+
+def add_protocol_stage() -> None:
+    """Stage B: loss x protocol on the best net of stage A (STRONG unless changed below)."""
+    rows = []
+    for proto, extra in (("paper", {}), ("proj", PROJ)):
+        for loss, alpha in (("supcon", 0.5), ("spread", 0.16), ("spread", 0.25), ("spread", 0.33), ("spread", 0.5)):
+            name = f"B-{proto}-{loss}" + (f"-{alpha}" if loss == "spread" else "")
+            if proto == "paper" and loss == "spread" and alpha == 0.25:
+                name = "A1-small-adam"  # the same config: one run
+            cfg = _with(STRONG, loss=loss, alpha=alpha, encoder_options={**SMALL, **extra})
+            rows.append((name, cfg, f"{proto} protocol, {loss}" + (f" alpha {alpha}" if loss == "spread" else "")))
+    STAGES["B"] = rows
+
+
+add_protocol_stage()
+STAGES["B"].append(("B-proj-simclr", _with(STRONG, loss="simclr", encoder_options={**SMALL, **PROJ}),
+                    "proj protocol, simclr (the demo's third loss)"))
+PROJ_SPREAD = _with(STRONG, alpha=0.25, encoder_options={**SMALL, **PROJ})
+STAGES["C"] = [  # around the chosen recipe (standard protocol, L_spread)
+    ("C-proj-spread-ce2", _with(PROJ_SPREAD, ce_weight=2.0), "B-proj-spread-0.25 with CE weight 2"),
+    ("C-proj-spread-e20", _with(PROJ_SPREAD, epochs=20), "B-proj-spread-0.25 with 20 epochs"),
+    ("C-proj-spread-b128", _with(PROJ_SPREAD, batch_size=128), "B-proj-spread-0.25 with batch 128"),
+    ("C-proj-spread-e40", _with(PROJ_SPREAD, epochs=40), "B-proj-spread-0.25 with 40 epochs"),
+    ("C-proj-supcon-e40", _with(PROJ_SPREAD, loss="supcon", alpha=0.5, epochs=40), "B-proj-supcon with 40 epochs"),
+    ("C-proj-spread-0.16-e40", _with(PROJ_SPREAD, alpha=0.16, epochs=40), "B-proj-spread-0.16 with 40 epochs"),
+    ("C-proj-spread-digits-e20", _with(PROJ_SPREAD, epochs=20, encoder_options={**DIGITS, **PROJ}),
+     "cnn 32/64 (the 60-line net), 20 epochs"),
+]
+
+
+CIFAR_ROOT = "/tmp/recipes-data"  # python /work/shared/data/materialize.py /tmp/recipes-data --only cifar10
+MEDIUM = dict(STRONG, dataset="cifar10-coarse", data_root=CIFAR_ROOT, subsample_fraction=0.2, epochs=5,
+              encoder_options={"widths": [16, 32, 64], "flatten": True, "out_dim": 256, **PROJ})
+STAGES["M"] = [  # medium CIFAR-10-Coarse: 9,000 class-balanced train images, ~1 full-CIFAR epoch of budget
+    ("M1-cifar-spread", MEDIUM, "cnn 16/32/64 flatten 256 + proj 128, Adam 1e-3, batch 256, 5 epochs, L_spread 0.25"),
+    ("M2-cifar-spread-avgpool", _with(MEDIUM, encoder_options={"widths": [32, 64, 128], "out_dim": 256, **PROJ}),
+     "cnn 32/64/128 global average pool, 256-d h"),
+    ("M3-cifar-supcon", _with(MEDIUM, loss="supcon", alpha=0.5), "M1 with L_SC"),
+]
+
+
+def config_for(name: str, overrides: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**overrides, out_dir=str(RUNS / name), progress=False, tensorboard=False)
+
+
+def train_seconds(run_dir: Path) -> float:
+    info = json.loads((run_dir / "run.json").read_text())
+    n_train = info["dataset"]["splits"]["train"]
+    return sum(n_train / r["images_per_s"] for r in read_metrics(run_dir))
+
+
+def evaluate(run_dir: Path, split: str = "val", seed: int = 0) -> dict[str, Any]:
+    """Coarse accuracy (CE head), transfer and intra-class cosine on `split`, probes reading h."""
+    run = load_run(run_dir)
+    ds, prepare = run.dataset, run.views().prepare
+    code = {"train": 0, "val": 1, "test": 2}
+    rows = {s: torch.nonzero(ds.split == code[s]).squeeze(1) for s in ("train", split)}
+    h = {s: embed(run.encoder, ds.x[r], prepare=prepare, method="forward_features") for s, r in rows.items()}
+    z = embed(run.encoder, ds.x[rows[split]], prepare=prepare)
+    logits = run.embeddings(split)["logits"]
+    out = {"split": split, "coarse_accuracy": metrics.accuracy(torch.from_numpy(logits), ds.label[rows[split]])}
+    for key, target, k in (("coarse_probe_accuracy", ds.label, ds.num_classes),
+                           ("fine_transfer_accuracy", ds.stratum, ds.num_strata)):
+        layer = probes.fit_linear(h["train"], target[rows["train"]], k, seed=seed)
+        with torch.no_grad():
+            out[key] = metrics.accuracy(layer(h[split]), target[rows[split]])
+    # the paper's probe location: z, the output the loss and the CE head read (== h without a head)
+    z_train = embed(run.encoder, ds.x[rows["train"]], prepare=prepare)
+    layer = probes.fit_linear(z_train, ds.stratum[rows["train"]], ds.num_strata, seed=seed)
+    with torch.no_grad():
+        out["fine_transfer_accuracy_z"] = metrics.accuracy(layer(z), ds.stratum[rows[split]])
+    out["intra_class_cosine_h"] = geometry.intra_class_cosine(h[split], ds.label[rows[split]])
+    out["intra_class_cosine_z"] = geometry.intra_class_cosine(z, ds.label[rows[split]])
+    out["train_seconds"] = round(train_seconds(Path(run_dir)), 1)
+    out["best_epoch"] = max(run.metrics, key=lambda r: (r["val_acc"], -r["epoch"]))["epoch"]
+    return out
+
+
+def floor_rows(name: str, overrides: dict[str, Any], split: str = "val") -> list[dict[str, Any]]:
+    """Floors for this run's encoder architecture on its dataset as trained, cached."""
+    options = {k: v for k, v in overrides["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
+    key = json.dumps([overrides["dataset"], overrides.get("subsample_fraction", 1.0), overrides["encoder"], options,
+                      split], sort_keys=True)
+    cache = RUNS / "floors.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in known:
+        ds = load_run(RUNS / name).dataset
+        known[key] = floors(ds, encoder=overrides["encoder"], encoder_options=options, seed=0, split=split)
+        cache.write_text(json.dumps(known, indent=1) + "\n")
+    return known[key]
+
+
+def run_one(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    run_dir = RUNS / name
+    done = run_dir / "recipe_eval.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    start = time.time()
+    train(config_for(name, overrides), resume=(run_dir / "checkpoint.pt").exists())
+    result = evaluate(run_dir)
+    result["wall_seconds"] = round(time.time() - start, 1)
+    done.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def stage_table(stage: str) -> str:
+    lines = [f"### Stage {stage}", "", "| run | what changed | val coarse (CE head) | val coarse (probe on h) | "
+             "val transfer (probe on h) | val transfer (probe on z) | intra-class cos h | intra-class cos z | best epoch | "
+             "train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    archs = {}
+    for name, overrides, what in STAGES[stage]:
+        path = RUNS / name / "recipe_eval.json"
+        if not path.exists():
+            lines.append(f"| {name} | {what} | not run | | | | | | | |")
+            continue
+        r = json.loads(path.read_text())
+        lines.append(f"| {name} | {what} | {pct(r['coarse_accuracy'])} | {pct(r['coarse_probe_accuracy'])} | "
+                     f"{pct(r['fine_transfer_accuracy'])} | {pct(r.get('fine_transfer_accuracy_z'))} | "
+                     f"{r['intra_class_cosine_h']:.3f} | "
+                     f"{r['intra_class_cosine_z']:.3f} | {r['best_epoch']} | {r['train_seconds']:.0f} |")
+        opts = {k: v for k, v in overrides["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
+        archs[json.dumps(opts, sort_keys=True)] = (name, overrides)
+    for opts, (name, overrides) in archs.items():
+        for f in floor_rows(name, overrides):
+            lines.append(f"| floor: {f['loss']} | {overrides['encoder']} {opts} | - | {pct(f['coarse_accuracy'])} | "
+                         f"{pct(f['fine_transfer_accuracy'])} | | | | | |")
+    return "\n".join(lines)
+
+
+def test_table() -> str:
+    """The one test-split check (runs/recipes/test_check.json, from the `test` command)."""
+    path = RUNS / "test_check.json"
+    if not path.exists():
+        return "### Test check\n\nnot run"
+    data = json.loads(path.read_text())
+    lines = ["### Test check (the chosen recipe, once, test split: 1,000 digits)", "",
+             "| run | coarse (CE head) | transfer (probe on h) | transfer (probe on z) | intra-class cos h | "
+             "intra-class cos z | train s |", "|---|---|---|---|---|---|---|"]
+    for name, r in data.items():
+        if name != "floors":
+            lines.append(f"| {name} | {pct(r['coarse_accuracy'])} | {pct(r['fine_transfer_accuracy'])} | "
+                         f"{pct(r.get('fine_transfer_accuracy_z'))} | {r['intra_class_cosine_h']:.3f} | "
+                         f"{r['intra_class_cosine_z']:.3f} | {r['train_seconds']:.0f} |")
+    for f in data["floors"]:
+        lines.append(f"| floor: {f['loss']} | {pct(f['coarse_accuracy'])} (probe) | {pct(f['fine_transfer_accuracy'])} "
+                     f"| | | | |")
+    return "\n".join(lines)
+
+
+def write_tables() -> None:
+    text = DOC.read_text()
+    begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
+    tables = "\n\n".join([*(stage_table(s) for s in STAGES), test_table()])
+    head, rest = text.split(begin)
+    DOC.write_text(f"{head}{begin}\n{tables}\n{end}{rest.split(end)[1]}")
+
+
+def test_check(names: list[str]) -> None:
+    """The one test-split check of the chosen recipe (run once, at the end)."""
+    from spreadcon import data
+
+    out = {}
+    for name in names:
+        out[name] = evaluate(RUNS / name, split="test")
+    cfg = dict(next(o for s in STAGES.values() for n, o, _ in s if n == names[0]))
+    ds = data.load(cfg["dataset"])
+    opts = {k: v for k, v in cfg["encoder_options"].items() if k not in ("proj_dim", "proj_hidden")}
+    out["floors"] = floors(ds, encoder=cfg["encoder"], encoder_options=opts, seed=0, split="test")
+    (RUNS / "test_check.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    if argv[:1] == ["run"]:  # stage names or run names, in the order given
+        by_name = {n: o for rows in STAGES.values() for n, o, _ in rows}
+        for item in argv[1:]:
+            for name in [n for n, _, _ in STAGES[item]] if item in STAGES else [item]:
+                print(name, json.dumps(run_one(name, by_name[name])), flush=True)
+    elif argv[:1] == ["rescore"]:  # re-evaluate finished runs (validation) after evaluate() gained a column
+        for path in sorted(RUNS.glob("*/recipe_eval.json")):
+            old = json.loads(path.read_text())
+            if "fine_transfer_accuracy_z" not in old:
+                path.write_text(json.dumps({**old, **evaluate(path.parent)}, indent=1) + "\n")
+                print(path.parent.name, flush=True)
+    elif argv[:1] == ["tables"]:
+        write_tables()
+    elif argv[:1] == ["test"]:
+        test_check(argv[1:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,84 @@
+"""The two floors every end-model and coarse-to-fine table carries (issue 16).
+
+    rows = floors(ds, encoder="cnn", encoder_options={"widths": [16, 32, 64]}, seed=0)
+    # [{"loss": "raw-pixels", "coarse_accuracy": ..., "fine_transfer_accuracy": ...},
+    #  {"loss": "random-init", ...}]
+
+A trained encoder that a linear probe on these loses to has learned nothing a linear model could
+not read off the inputs (raw-pixels), or less than an untrained net of its own shape gives for
+free (random-init: random conv features are a strong baseline on digits). Both rows use the
+same probe as the trained encoders (`probes.fit_linear`, the authors' AdamW recipe): fit on the
+train split, scored on `split`; coarse_accuracy uses the coarse labels (the end-model task),
+fine_transfer_accuracy the strata (coarse-to-fine transfer, Figure 4 right).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spreadcon.data import SPLITS
+from spreadcon.evaluate import metrics, probes
+from spreadcon.evaluate.embed import embed
+
+FLOORS = ("raw-pixels", "random-init")
+
+
+def floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None = None, seed: int = 0,
+           probe: dict[str, Any] | None = None, split: str = "test", batch_size: int = 512) -> list[dict[str, Any]]:
+    """Rows {"loss", "coarse_accuracy", "fine_transfer_accuracy", "split", "seed", "probed"} for
+    the raw-pixel floor and the random-init floor of `encoder` (built with `encoder_options`,
+    initialised from `seed`, in eval mode; its backbone output h is probed, the layer the
+    trained encoders are probed at).
+
+    ds: a StrataDataset (spreadcon.data.load); its views' normalisation (`prepare`) is applied to
+    the inputs of both floors. probe: options for `probes.fit_linear` (epochs, lr, weight_decay,
+    batch_size); default the authors' 100 epochs of AdamW lr 1e-3. fine_transfer_accuracy is None
+    when the dataset has no strata finer than its classes. The caller's global RNG is left as it
+    was (the encoder's init and the probes' layers draw from it inside a fork).
+    """
+    if split not in SPLITS or split == "train":
+        raise ValueError(f"split={split!r}: floors are scored on 'val' or 'test' (the probe is fit on 'train')")
+    with torch.random.fork_rng(devices=[]):
+        return _floors(ds, encoder=encoder, encoder_options=encoder_options, seed=seed, probe=probe, split=split,
+                       batch_size=batch_size)
+
+
+def _floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None, seed: int,
+            probe: dict[str, Any] | None, split: str, batch_size: int) -> list[dict[str, Any]]:
+    """floors() without the RNG fork."""
+    from spreadcon.data.views import default_views
+    from spreadcon.models import build_encoder
+
+    rows = {s: torch.nonzero(ds.split == SPLITS[s]).squeeze(1) for s in ("train", split)}
+    prepare = default_views(ds).prepare
+    torch.manual_seed(seed)
+    net = build_encoder(encoder, tuple(ds.input_shape), **dict(encoder_options or {}))
+    features = {
+        "raw-pixels": lambda x: prepare(x).flatten(1),
+        "random-init": lambda x: embed(net, x, batch_size, prepare=prepare, method="forward_features"),
+    }
+    out = []
+    for name in FLOORS:
+        tr, te = (features[name](ds.x[rows[s]]) for s in ("train", split))
+        out.append({"loss": name, **_probe_both(ds, rows, split, tr, te, probe or {}, seed),
+                    "split": split, "seed": seed,
+                    "probed": "normalised inputs" if name == "raw-pixels" else f"{encoder} at init, backbone output h"})
+    return out
+
+
+def _probe_both(ds, rows: dict[str, Tensor], split: str, tr: Tensor, te: Tensor, probe: dict[str, Any],
+                seed: int) -> dict[str, float | None]:
+    """Coarse and fine accuracy on `split` of linear probes fit on the train features."""
+    result: dict[str, float | None] = {}
+    for key, target, k in (("coarse_accuracy", ds.label, ds.num_classes),
+                           ("fine_transfer_accuracy", ds.stratum, ds.num_strata)):
+        if key == "fine_transfer_accuracy" and ds.num_strata <= ds.num_classes:
+            result[key] = None  # no finer labels: nothing to transfer to
+            continue
+        layer = probes.fit_linear(tr, target[rows["train"]], k, seed=seed, **probe)
+        with torch.no_grad():
+            result[key] = metrics.accuracy(layer(te.float()), target[rows[split]])
+    return result
