@@ -87,7 +87,7 @@ def smoke_train(train: dict[str, Any]) -> dict[str, Any]:
     """Shrink a train config to seconds: 1 epoch, the encoder's test variant, a small subsample."""
     encoder = train.get("encoder", "cnn")
     return merge(train, {
-        "epochs": 1, "encoder": encoder if encoder.endswith("-test") else f"{encoder}-test",
+        "epochs": 1, "encoder": encoder if encoder.endswith("-test") else f"{encoder.split('-')[0]}-test",
         "subsample_fraction": min(0.15, train.get("subsample_fraction", 1.0)), "batch_size": 64,
         "warmup_epochs": 0.0, "probe_epochs": 2, "keep_checkpoints": [],
     })

@@ -30,6 +30,7 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resnet50-test": resnet.resnet50_test,
     "cnn": small.cnn,
     "cnn-test": small.cnn_test,
+    "cnn-digits": small.cnn_digits,
     "mlp": small.mlp,
     "mlp-test": small.mlp_test,
 }
@@ -40,7 +41,7 @@ _FAMILY = {"vit": vit.ViT, "resnet18": resnet._resnet, "resnet50": resnet._resne
 
 def encoder_options(name: str) -> list[str]:
     """The option names `build_encoder(name, ..., **options)` accepts."""
-    family = _FAMILY[_check_name(name).removesuffix("-test")]
+    family = _FAMILY[_check_name(name).split("-")[0]]  # cnn-digits and cnn-test are cnn
     return [p.name for p in inspect.signature(family).parameters.values() if p.kind is p.KEYWORD_ONLY]
 
 
