@@ -16,18 +16,22 @@ def test_demo_smoke(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["experiment"] == "demo" and result["smoke"] is True
-    rows = result["rows"]
+    rows, floors = result["rows"][:3], result["rows"][3:]
     assert [r["loss"] for r in rows] == ["supcon", "simclr", "spread"]
+    assert [r["loss"] for r in floors] == ["raw-pixels", "random-init"]  # the floors are rows too (issue 16)
+    for r in floors:
+        assert 0 <= r["coarse_accuracy"] <= 1 and 0 <= r["fine_transfer_accuracy"] <= 1 and "run_dir" not in r
     for r in rows:
         assert {"loss", "coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "seed",
                 "fine_transfer_val_accuracy"} <= set(r)
         assert (out / r["picture"]).exists() and Path(r["run_dir"]).parent == out / "runs"
     report = (out / "table.md").read_text()
     assert "| L_spread (alpha 0.25)" in report and "99.4" in report and "Smoke mode" in report
+    assert "| floor: linear probe on the raw pixels |" in report
     assert "| L_SC (SupCon) |" in capsys.readouterr().out  # the report is printed
     # the same command again reuses the three runs and gives the same numbers
     assert main(["demo", "--smoke", "--out", str(out), "--no-progress"]) == 0
-    again = json.loads((out / "results.json").read_text())["rows"]
+    again = json.loads((out / "results.json").read_text())["rows"][:3]
     keys = ("coarse_accuracy", "fine_transfer_accuracy", "intra_class_cosine", "fine_transfer_val_accuracy")
     assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in rows]
 

@@ -27,7 +27,8 @@ FLOORS = ("raw-pixels", "random-init")
 
 
 def floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None = None, seed: int = 0,
-           probe: dict[str, Any] | None = None, split: str = "test", batch_size: int = 512) -> list[dict[str, Any]]:
+           probe: dict[str, Any] | None = None, split: str = "test", batch_size: int = 512,
+           names: tuple[str, ...] = FLOORS) -> list[dict[str, Any]]:
     """Rows {"loss", "coarse_accuracy", "fine_transfer_accuracy", "split", "seed", "probed"} for
     the raw-pixel floor and the random-init floor of `encoder` (built with `encoder_options`,
     initialised from `seed`, in eval mode; its backbone output h is probed, the layer the
@@ -37,17 +38,22 @@ def floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None = None, s
     the inputs of both floors. probe: options for `probes.fit_linear` (epochs, lr, weight_decay,
     batch_size); default the authors' 100 epochs of AdamW lr 1e-3. fine_transfer_accuracy is None
     when the dataset has no strata finer than its classes. The caller's global RNG is left as it
-    was (the encoder's init and the probes' layers draw from it inside a fork).
+    was (the encoder's init and the probes' layers draw from it inside a fork). names: which of
+    FLOORS to compute.
     """
+    unknown = sorted(set(names) - set(FLOORS))
+    if unknown:
+        raise ValueError(f"unknown floor(s) {unknown}; choose from {list(FLOORS)}")
     if split not in SPLITS or split == "train":
         raise ValueError(f"split={split!r}: floors are scored on 'val' or 'test' (the probe is fit on 'train')")
     with torch.random.fork_rng(devices=[]):
-        return _floors(ds, encoder=encoder, encoder_options=encoder_options, seed=seed, probe=probe, split=split,
-                       batch_size=batch_size)
+        rows = _floors(ds, encoder=encoder, encoder_options=encoder_options, seed=seed, probe=probe, split=split,
+                       batch_size=batch_size, names=names)
+    return rows
 
 
 def _floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None, seed: int,
-            probe: dict[str, Any] | None, split: str, batch_size: int) -> list[dict[str, Any]]:
+            probe: dict[str, Any] | None, split: str, batch_size: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """floors() without the RNG fork."""
     from spreadcon.data.views import default_views
     from spreadcon.models import build_encoder
@@ -61,7 +67,7 @@ def _floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None, seed: i
         "random-init": lambda x: embed(net, x, batch_size, prepare=prepare, method="forward_features"),
     }
     out = []
-    for name in FLOORS:
+    for name in names:
         tr, te = (features[name](ds.x[rows[s]]) for s in ("train", split))
         out.append({"loss": name, **_probe_both(ds, rows, split, tr, te, probe or {}, seed),
                     "split": split, "seed": seed,

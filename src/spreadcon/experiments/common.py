@@ -112,8 +112,34 @@ def evaluate(run_dir: Path, spec: RunSpec, ctx: Context) -> dict[str, Any]:
 
 
 def train_and_evaluate(spec: RunSpec, ctx: Context) -> dict[str, Any]:
-    """`Experiment.execute` for plain training runs."""
+    """`Experiment.execute` for plain training runs (and the floors of `floor_specs`)."""
+    if "floor" in spec.params:
+        return evaluate_floor(spec, ctx)
     return evaluate(train_run(spec, ctx), spec, ctx)
+
+
+# --- floors: what no loss should lose to (a linear probe on the raw inputs, and on a random-init encoder)
+def floor_specs(name: str, train: dict[str, Any], seeds: Sequence[int], labels: dict[str, Any]) -> list[RunSpec]:
+    """One RunSpec per floor (`spreadcon.evaluate.floors.FLOORS`) and seed, on the data and encoder
+    of `train`; its row has loss = the floor's name ("raw-pixels", "random-init")."""
+    from spreadcon.evaluate.floors import FLOORS
+
+    return [RunSpec(name=f"{name}/{floor}", params={"floor": floor, "train": resolve_train(train)}, seed=seed,
+                    labels={**labels, "loss": floor}, evals=("transfer",)) for floor in FLOORS for seed in seeds]
+
+
+def evaluate_floor(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    """The floor's coarse_accuracy and fine_transfer_accuracy on the test split (the probe of PROBE)."""
+    from spreadcon.config import TrainConfig
+    from spreadcon.evaluate.floors import floors
+    from spreadcon.runs import build_dataset
+
+    config = TrainConfig.from_dict({**spec.params["train"], "seed": spec.seed, "data_root": ctx.data_root})
+    probe = merge(PROBE, ctx.config.get("probe"))
+    (row,) = floors(build_dataset(config), encoder=config.encoder, encoder_options=config.encoder_options,
+                    seed=spec.seed, probe={"epochs": probe["epochs"], "lr": probe["lr"]}, names=(spec.params["floor"],))
+    return {k: v for k, v in row.items() if k in ("coarse_accuracy", "fine_transfer_accuracy", "probed")
+            and v is not None}
 
 
 # --- pictures -------------------------------------------------------------------------------------

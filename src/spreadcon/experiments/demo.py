@@ -40,7 +40,8 @@ ALPHA_SELECTION = "results/alpha_selection_mnist5k-coarse.md"  # written by `dem
 SELECTED_ALPHA = 0.25
 # The paper's MNIST-Coarse numbers (Figure 4): end model and coarse-to-fine, in percent.
 PAPER = {"simclr": (99.1, 97.1), "supcon": (99.4, 98.8), "spread": (99.4, 99.0)}
-NAMES = {"simclr": "L_SS (SimCLR)", "supcon": "L_SC (SupCon)", "spread": "L_spread"}
+NAMES = {"simclr": "L_SS (SimCLR)", "supcon": "L_SC (SupCon)", "spread": "L_spread",
+         "raw-pixels": "floor: linear probe on the raw pixels", "random-init": "floor: random-init encoder, same net"}
 
 config: dict[str, Any] = {"seeds": 1, "train": TRAIN, "losses": LOSSES, "alpha": SELECTED_ALPHA, "tsne_points": 2000}
 
@@ -53,11 +54,14 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
                   "temperature": train["temperature"], "epochs": train["epochs"]}
         specs += [common.train_spec(f"demo/{loss}", train, s, labels, evals=("transfer", "geometry", "val"))
                   for s in seeds]
-    return specs
+    floor_labels = {"dataset": cfg["train"]["dataset"], "alpha": None, "temperature": None, "epochs": None}
+    return specs + common.floor_specs("demo", cfg["train"], seeds, floor_labels)
 
 
 def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     row = common.train_and_evaluate(spec, ctx)
+    if "floor" in spec.params:
+        return row
     return {**row, "train_seconds": round(training_seconds(Path(row["run_dir"])), 1),
             "picture": f"tsne_{spec.labels['dataset']}_{spec.labels['loss']}.png"}
 
@@ -73,11 +77,15 @@ def training_seconds(run_dir: Path) -> float:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| loss | coarse accuracy (end model) | paper | coarse-to-fine transfer | paper | intra-class cosine |",
              "|---|---|---|---|---|---|"]
+    raw = next((r for r in rows if r["loss"] == "raw-pixels"), None)
     for r in rows:
-        end, fine = PAPER[r["loss"]]
-        name = NAMES[r["loss"]] + (f" (alpha {r['alpha']})" if r["alpha"] is not None else "")
+        end, fine = PAPER.get(r["loss"], ("-", "-"))
+        name = NAMES[r["loss"]] + (f" (alpha {r['alpha']})" if r.get("alpha") is not None else "")
+        below = raw is not None and r["loss"] in PAPER and r["fine_transfer_accuracy"] < raw["fine_transfer_accuracy"]
+        cosine = f"{r['intra_class_cosine']:.3f}" if "intra_class_cosine" in r else "-"
         lines.append(f"| {name} | {100 * r['coarse_accuracy']:.1f} | {end} | "
-                     f"{100 * r['fine_transfer_accuracy']:.1f} | {fine} | {r['intra_class_cosine']:.3f} |")
+                     f"{100 * r['fine_transfer_accuracy']:.1f}{' **below the raw-pixel floor**' if below else ''} | "
+                     f"{fine} | {cosine} |")
     return "\n".join(lines)
 
 
@@ -89,17 +97,21 @@ def findings(rows: list[dict[str, Any]]) -> str:
     gap = 100 * (r["spread"]["fine_transfer_accuracy"] - r["supcon"]["fine_transfer_accuracy"])
     ss = 100 * (r["spread"]["fine_transfer_accuracy"] - r["simclr"]["fine_transfer_accuracy"])
     end = 100 * (r["spread"]["coarse_accuracy"] - r["supcon"]["coarse_accuracy"])
-    n = json.loads((Path(rows[0]["run_dir"]) / "run.json").read_text())["dataset"]["splits"]["test"]
+    n = json.loads((Path(r["spread"]["run_dir"]) / "run.json").read_text())["dataset"]["splits"]["test"]
     p = r["spread"]["fine_transfer_accuracy"]
     noise = 2 * 100 * (2 * p * (1 - p) / n) ** 0.5
+    floor = max((x["fine_transfer_accuracy"] for x in rows if x["loss"] not in PAPER), default=None)
+    floor_text = ("" if floor is None else f" The better floor transfers at {100 * floor:.1f}: L_spread is "
+                  f"{100 * (p - floor):+.1f} points above it, L_SC "
+                  f"{100 * (r['supcon']['fine_transfer_accuracy'] - floor):+.1f}.")
     return (f"In these runs L_spread's coarse-to-fine transfer is {gap:+.1f} points against L_SC's and "
             f"{ss:+.1f} against L_SS's; its intra-class cosine is {r['spread']['intra_class_cosine']:.2f} "
             f"against {r['supcon']['intra_class_cosine']:.2f} for L_SC (L_SS: "
             f"{r['simclr']['intra_class_cosine']:.2f}). On the coarse task L_spread is {end:+.1f} points against "
             f"L_SC. One seed and {n} test points: differences below about {noise:.1f} points (two binomial "
             f"standard errors of a difference) are not evidence either way. The end-model "
-            f"accuracies sit below the paper's because the budget is {rows[0]['epochs']} epochs "
-            f"of a small CNN, not 600 of a ViT.")
+            f"accuracies sit below the paper's because the budget is {r['spread']['epochs']} epochs "
+            f"of a small CNN, not 600 of a ViT.{floor_text}")
 
 
 MEANING = """## What the numbers mean
@@ -140,11 +152,11 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
     smoke = cfg["train"]["encoder"].endswith("-test")
     warning = ("\n**Smoke mode: 8x8 digits, a test-size encoder, 1 epoch. These numbers check the pipeline "
                "and mean nothing.**\n" if smoke else "")
-    pictures = "\n".join(f"- {NAMES[r['loss']]}: ![{r['loss']}]({r['picture']})" for r in rows)
+    pictures = "\n".join(f"- {NAMES[r['loss']]}: ![{r['loss']}]({r['picture']})" for r in rows if "picture" in r)
     return (f"## Class collapse on MNIST-Coarse\n{warning}\nThree encoders trained on {cfg['train']['dataset']} "
             "(MNIST digits labelled only *digit < 5* vs *digit >= 5*; the digit itself is a hidden stratum the "
             f"training never sees), identical except for the contrastive loss. Training steps took "
-            f"{sum(r['train_seconds'] for r in rows):.0f} s on the machine that wrote this.\n\n{table(rows)}\n\n"
+            f"{sum(r.get('train_seconds', 0) for r in rows):.0f} s on the machine that wrote this.\n\n{table(rows)}\n\n"
             "Percent accuracy on the test split (the paper's columns: Figure 4, MNIST-Coarse, its own ViT and "
             f"600-epoch budget).\n\n{findings(rows)}\n\n{MEANING}\n{protocol(cfg)}\n## Pictures\nt-SNE of the "
             f"test embeddings, coloured by coarse class (left) and by digit (right):\n\n{pictures}\n")
