@@ -88,6 +88,8 @@ STAGES["C"] = [  # around the chosen recipe (standard protocol, L_spread)
     ("C-proj-spread-0.16-e40", _with(PROJ_SPREAD, alpha=0.16, epochs=40), "B-proj-spread-0.16 with 40 epochs"),
     ("C-proj-spread-digits-e20", _with(PROJ_SPREAD, epochs=20, encoder_options={**DIGITS, **PROJ}),
      "cnn 32/64 (the 60-line net), 20 epochs"),
+    ("C-proj-supcon-digits-e20", _with(PROJ_SPREAD, loss="supcon", alpha=0.5, epochs=20,
+                                       encoder_options={**DIGITS, **PROJ}), "C-proj-spread-digits-e20 with L_SC"),
 ]
 
 
