@@ -26,7 +26,7 @@ def test_demo_smoke(tmp_path, capsys):
                 "fine_transfer_val_accuracy"} <= set(r)
         assert (out / r["picture"]).exists() and Path(r["run_dir"]).parent == out / "runs"
     report = (out / "table.md").read_text()
-    assert "| L_spread (alpha 0.25)" in report and "99.4" in report and "Smoke mode" in report
+    assert "| L_spread (alpha 0.16)" in report and "99.4" in report and "Smoke mode" in report
     assert "| floor: linear probe on the raw pixels |" in report
     assert "| L_SC (SupCon) |" in capsys.readouterr().out  # the report is printed
     # the same command again reuses the three runs and gives the same numbers
@@ -40,20 +40,14 @@ def test_demo_is_the_registered_experiment():
     assert registry.get("demo") is demo.DEMO and registry.get("demo-alpha") is demo.ALPHA
 
 
-def test_demo_uses_the_selected_alpha():
-    """The demo's alpha is the one in the checked-in selection table, which cites the demo's protocol
-    and the criterion that `demo-alpha` selects with."""
-    table = json.loads((RESULTS / "alpha_selection_mnist5k-coarse.json").read_text())
-    assert demo.SELECTED_ALPHA == table["selected_alpha"] == demo.config["alpha"]
-    cfg = demo.ALPHA.config("small")
-    rows = [{"loss": "spread", "temperature": 0.5, "alpha": r["alpha"], "stage": "alpha",
-             "fine_transfer_val_accuracy": r["fine_transfer_val_accuracy"],
-             "coarse_val_accuracy": r["coarse_val_accuracy"]} for r in table["rows"]]
-    from spreadcon.experiments import sweep
-
-    assert sweep.selected(rows, cfg["criterion"])["spread"][2] == table["selected_alpha"]
-    assert [r["alpha"] for r in table["rows"]] == list(cfg["alphas"])
-    assert table["config"]["epochs"] == demo.TRAIN["epochs"] and table["config"]["encoder"] == demo.TRAIN["encoder"]
+def test_demo_uses_the_recipe_chosen_on_validation():
+    """The demo's alpha and net are the ones docs/recipes.md records as chosen on validation."""
+    doc = (RESULTS.parent / demo.RECIPE).read_text()
+    chosen = doc[doc.index("## mnist5k-coarse with the cnn: the chosen recipe"):]
+    chosen = chosen[:chosen.index("```", chosen.index("```") + 3)]
+    assert f"alpha={demo.SELECTED_ALPHA}," in chosen and demo.config["alpha"] == demo.SELECTED_ALPHA
+    assert f"epochs={demo.TRAIN['epochs']}," in chosen and "lr=1e-3," in chosen and demo.TRAIN["lr"] == 1e-3
+    assert '"proj_dim": 128' in chosen and demo.TRAIN["encoder_options"]["proj_dim"] == 128
 
 
 def test_demo_bad_device_is_a_one_line_error(tmp_path, capsys):

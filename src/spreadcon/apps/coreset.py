@@ -234,7 +234,8 @@ def _correct_and_logits(run_dirs: Sequence[str | Path], checkpoint: str):
     classifies the training points of the first run's dataset, in eval mode."""
     import torch
 
-    from spreadcon.runs import load_run, predict
+    from spreadcon.evaluate.embed import predict
+    from spreadcon.runs import load_run
 
     ref = load_run(run_dirs[0], checkpoint=checkpoint)
     train = ref.embeddings("train")
@@ -245,7 +246,7 @@ def _correct_and_logits(run_dirs: Sequence[str | Path], checkpoint: str):
         if run.config.dataset != ref.config.dataset:
             raise ValueError(f"{run_dir} was trained on {run.config.dataset!r} but {run_dirs[0]} on "
                              f"{ref.config.dataset!r}; difficulty needs runs of one dataset")
-        _, lg = predict(run.model, ref.views().prepare, x, run.config.eval_batch_size, torch.device("cpu"))
+        _, lg = predict(run.model, x, prepare=ref.views().prepare, batch_size=run.config.eval_batch_size)
         logits.append(lg.numpy())
         correct.append(lg.argmax(1).numpy() == train["label"])
     return train, np.stack(correct), np.stack(logits)
