@@ -91,3 +91,72 @@ def test_bad_input_table(tmp_path):
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = spreadcon("--debug", "eval", str(tmp_path), cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+# --- run folders through the real CLI: one writer, no silent reuse, stale outputs, changed data -------
+def test_second_run_on_one_folder_is_refused_then_overwrite_replaces_and_eval_goes_stale(tmp_path):
+    out = str(tmp_path / "run")
+    assert spreadcon("train", *TINY, "--out", out, cwd=tmp_path).returncode == 0
+    again = spreadcon("train", *TINY, "--loss", "supcon", "--out", out, cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    assert spreadcon("eval", out, "--no-pictures", "--probe-epochs", "2", cwd=tmp_path).returncode == 0
+    assert spreadcon("eval", out, "--check", cwd=tmp_path).returncode == 0
+    replaced = spreadcon("train", *TINY, "--loss", "supcon", "--out", out, "--overwrite", cwd=tmp_path)
+    assert replaced.returncode == 0
+    assert '"loss": "supcon"' in (tmp_path / "run" / "config.json").read_text()
+    stale = spreadcon("eval", out, "--check", cwd=tmp_path)
+    assert stale.returncode == 2 and "Traceback" not in stale.stderr
+
+
+def test_two_writers_started_together_one_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "spreadcon", "train", *TINY, "--set", "epochs=3", "--out", out]
+    procs = [subprocess.Popen([*argv, "--loss", loss], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+             for loss in ("supcon", "spread")]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert ("already holds a run" in refused or "held by" in refused or "lock" in refused) and "Traceback" not in refused
+
+
+def test_resume_on_a_changed_data_file_is_refused(tmp_path):
+    y = np.arange(60) % 2
+    path = npz(tmp_path / "data.npz", labels=y)
+    argv = ["train", "--dataset", "npz", "--set", f"data_root={path}", "--encoder", "mlp-test", "--epochs", "2",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert spreadcon(*argv, cwd=tmp_path).returncode == 0
+    npz(tmp_path / "data.npz", labels=1 - y)  # same shapes, other labels
+    result = spreadcon(*argv, "--resume", cwd=tmp_path)
+    assert result.returncode == 2 and "changed" in result.stderr and "Traceback" not in result.stderr
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path):
+    """A real full disk (a tmpfs; skipped where this process may not mount one): room for epoch 1's
+    files and half a checkpoint more, so epoch 2's atomic checkpoint write runs out of space. The
+    run stops with a one-line error and epoch 1's checkpoint stays whole: resume continues later."""
+    probe = tmp_path / "probe"
+    assert spreadcon("train", *TINY, "--out", str(probe), cwd=tmp_path).returncode == 0
+    need = _folder_bytes(probe) + (probe / "checkpoint.pt").stat().st_size // 2 + 64 * 1024
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={need}", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and a mount namespace)")
+    try:
+        out = disk / "run"
+        full = spreadcon("train", *TINY, "--set", "epochs=3", "--out", str(out), cwd=tmp_path)
+        assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+        assert "space" in full.stderr.lower(), full.stderr
+        import torch
+
+        state = torch.load(out / "checkpoint.pt", weights_only=False)  # whole, not truncated
+        assert state["model"] and not list(disk.rglob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -330,3 +330,14 @@ def test_without_a_val_split_the_last_epoch_is_kept(tmp_path):
     rows = runs.read_metrics(run_dir)
     assert [r["best"] for r in rows] == [True, True] and all(math.isnan(r["val_acc"]) for r in rows)
     assert torch.load(run_dir / "best.pt", weights_only=False)["epoch"] == 2
+
+
+def test_compiled_step_trains_and_saves_the_plain_model(tmp_path):
+    """config.compile: the step runs under torch.compile (the "eager" backend here: no compiler
+    needed); checkpoints hold the plain model's keys, so eval and resume need no compile."""
+    run_dir = train(tiny(tmp_path, epochs=1, compile="eager"))
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+    assert not any(k.startswith("_orig_mod") for k in state)
+    assert load_run(run_dir).embeddings("test")["logits"].shape[1] == 10
+    with pytest.raises(ValueError, match="not a torch.compile backend"):
+        train(tiny(tmp_path, "bad", compile="nope"))

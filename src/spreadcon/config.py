@@ -60,6 +60,7 @@ class TrainConfig:
     grad_clip: float | None = None      # max global gradient norm; None: no clipping
     amp: bool = True                    # bfloat16 autocast, used on CUDA only
     channels_last: bool = False         # NHWC memory layout for image models (speed; not bit-identical)
+    compile: str | None = None          # torch.compile backend for the training step ("inductor"); None: eager
     sync_batchnorm: bool = False        # under torchrun: BatchNorm -> SyncBatchNorm (CUDA only)
     probe_epochs: int = 100             # linear probe of protocol "contrastive_then_probe"
     probe_lr: float = 1e-3

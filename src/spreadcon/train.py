@@ -340,6 +340,12 @@ def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
     distributed.check_batches(data.n, config.batch_size)
     step_model = distributed.wrap_model(model, device, sync_batchnorm=config.sync_batchnorm,
                                         find_unused_parameters=config.protocol == "contrastive_then_probe")
+    if config.compile is not None:  # the step compiles; checkpoints and evaluation keep the plain model
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if config.compile not in backends:
+            raise ValueError(f"compile={config.compile!r} is not a torch.compile backend; use one of {backends} "
+                             f"(inductor on a GPU) or compile=none")
+        step_model = torch.compile(step_model, backend=config.compile)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
                 else nullcontext())
     ctx = StepContext(step_model, loss_fn, views, config, autocast,

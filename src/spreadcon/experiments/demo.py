@@ -76,17 +76,24 @@ def training_seconds(run_dir: Path) -> float:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| loss | coarse accuracy (end model) | paper | coarse-to-fine transfer | paper | intra-class cosine |",
-             "|---|---|---|---|---|---|"]
+    """The demo's table; with a projection head, transfer and intra-class cosine also at z (the
+    paper's probe location: where the loss acts, and where SupCon's class collapse shows)."""
+    at_z = any("fine_transfer_z_accuracy" in r for r in rows)
+    head = ("| loss | coarse accuracy (end model) | paper | coarse-to-fine transfer (h) | paper | intra-class cosine (h) |"
+            + (" transfer at z | intra-class cosine at z |" if at_z else ""))
+    lines = [head, "|---" * (6 + 2 * at_z) + "|"]
     raw = next((r for r in rows if r["loss"] == "raw-pixels"), None)
+    fmt = lambda r, k, pct: "-" if r.get(k) is None else (f"{100 * r[k]:.1f}" if pct else f"{r[k]:.3f}")  # noqa: E731
     for r in rows:
         end, fine = PAPER.get(r["loss"], ("-", "-"))
         name = NAMES[r["loss"]] + (f" (alpha {r['alpha']})" if r.get("alpha") is not None else "")
         below = raw is not None and r["loss"] in PAPER and r["fine_transfer_accuracy"] < raw["fine_transfer_accuracy"]
-        cosine = f"{r['intra_class_cosine']:.3f}" if "intra_class_cosine" in r else "-"
-        lines.append(f"| {name} | {100 * r['coarse_accuracy']:.1f} | {end} | "
-                     f"{100 * r['fine_transfer_accuracy']:.1f}{' **below the raw-pixel floor**' if below else ''} | "
-                     f"{fine} | {cosine} |")
+        cells = [name, fmt(r, "coarse_accuracy", True), end,
+                 fmt(r, "fine_transfer_accuracy", True) + (" **below the raw-pixel floor**" if below else ""), fine,
+                 fmt(r, "intra_class_cosine", False)]
+        if at_z:
+            cells += [fmt(r, "fine_transfer_z_accuracy", True), fmt(r, "intra_class_z_cosine", False)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
