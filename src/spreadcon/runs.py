@@ -180,8 +180,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(f"could not write {path} ({type(err).__name__}: {err}); {free:,} bytes free on its "
+                          f"disk (no space left?): the previous file is intact; free space, then --resume") from err
         raise
 
 
