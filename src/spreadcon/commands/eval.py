@@ -72,9 +72,10 @@ def _diagnostics(run, te: dict, *, seed: int) -> dict[str, Any]:
     from spreadcon.evaluate import geometry
     from spreadcon.evaluate.embed import embed
 
-    z, y = te["embedding"], te["label"]
+    z, y = te.get("features", te["embedding"]), te["label"]  # h where the run has a projection head
+    method = "forward_features" if "features" in te else "forward"
     pairs = run.views()(run.dataset.x[te["index"]], 2, torch.Generator().manual_seed(seed))  # [N, 2, ...]
-    a, b = (embed(run.model.encoder, pairs[:, v]) for v in (0, 1))
+    a, b = (embed(run.model.encoder, pairs[:, v], method=method) for v in (0, 1))
     return {"cosine_to_class_centre": float(geometry.cosine_to_class_centre(z, y).mean()),
             "uniformity": geometry.uniformity(z), "alignment": geometry.alignment(a, b)}
 
@@ -142,13 +143,18 @@ def evaluate(run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoi
 
 
 def _describe(run, run_dir: str | Path, checkpoint: str) -> dict[str, Any]:
+    import torch
+
     config = run.config
     return {"run_dir": str(run_dir), "checkpoint": checkpoint, "dataset": config.dataset,
             "encoder": config.encoder, "protocol": config.protocol,
             "loss": "ce" if config.protocol == "ce" else config.loss, "alpha": config.alpha,
             "temperature": config.temperature, "seed": config.seed,
             "num_classes": run.dataset.num_classes, "num_strata": run.dataset.num_strata,
-            "probed_layer": "encoder output (what the loss and the CE head read)"}
+            "probed_layer": ("encoder output (what the loss and the CE head read)"
+                             if isinstance(run.model.encoder.proj, torch.nn.Identity) else
+                             "backbone output h, before the projection head (*_z metrics: its output z, "
+                             "what the loss and the CE head read)")}
 
 
 def markdown(result: dict[str, Any]) -> str:
