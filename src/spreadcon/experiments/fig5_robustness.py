@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU scale: a small CNN trained jointly with the CE head (the paper's MNIST protocol)
     "spurious-mnist": {"encoder": "cnn", "encoder_options": {"widths": [16, 32, 64], "out_dim": 64},
                        "protocol": "joint", "epochs": 6, "lr": 1e-3},
+    # the Waterbirds-like benchmark of real images (docs/datasets.md; CIFAR-10 under --data-root)
+    "mnist-scenes": {"encoder": "cnn", "encoder_options": {"widths": [16, 32, 64], "out_dim": 64},
+                     "protocol": "joint", "epochs": 6, "lr": 1e-3},
     # the paper's protocol for the real datasets: ResNet50, contrastive loss alone, then a probe
     "waterbirds": common.RESNET50,
     "isic": common.RESNET50,
