@@ -37,6 +37,7 @@ import json
 import math
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,25 @@ def step_tests(plan: dict, args) -> dict:
     return {"command": " ".join(cmd[2:]), "returncode": out.returncode, "summary": tail[0],
             "seconds": round(time.perf_counter() - start, 1),
             "output_tail": (out.stdout + out.stderr)[-3000:] if out.returncode else ""}
+
+
+def step_ddp(plan: dict, args) -> dict:
+    """One-process DDP smoke through torchrun: the trainer under the process group (NCCL on the GPU,
+    gloo in the dry run) trains an epoch, writes one run folder, and resumes from it."""
+    out = Path(args.out) / "ddp-run"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "spreadcon",
+            "train", "--dataset", "digits-coarse", "--encoder", "cnn-test", "--batch-size", "256", "--no-progress",
+            "--set", "tensorboard=false", "--out", str(out)]
+    start = time.perf_counter()
+    first = subprocess.run([*base, "--epochs", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=plan["budget_s"])
+    again = subprocess.run([*base, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=plan["budget_s"])
+    return {"returncodes": [first.returncode, again.returncode], "seconds": round(time.perf_counter() - start, 1),
+            "run_folder": (out / "checkpoint.pt").exists(),
+            "output_tail": "" if first.returncode == again.returncode == 0 else (first.stderr + again.stderr)[-3000:]}
 
 
 # ----------------------------------------------------------------------------- 2. losses
@@ -415,6 +435,11 @@ def markdown(report: dict) -> str:
         lines += [f"| {r['N']} | {r['loss']} | {r['method']} | {_fmt(r.get('seconds'))} | {_fmt(r.get('peak_mib'))} | "
                   f"{_fmt(r.get('x_lean'))} | {_fmt(r.get('x_pml'))} | {r.get('error', '')} |" for r in losses["rows"]]
         lines.append("")
+    ddp = report["steps"].get("ddp", {})
+    if "returncodes" in ddp:
+        lines += ["## DDP smoke (torchrun, 1 process)", "",
+                  f"train, then resume: exit codes {ddp['returncodes']}, run folder written: {ddp['run_folder']}, "
+                  f"{ddp['seconds']} s", ""]
     tiles = report["steps"].get("tiles", {})
     if "rows" in tiles:
         lines += ["## Fused kernel tile sizes (L_spread row statistics, forward+backward)", "",
@@ -489,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device, "dry_run": args.dry_run, "torch": torch.__version__, "triton": triton_version,
               "seconds": 0.0, "steps": {}}
     steps = [("tests", lambda: step_tests(plan, args)), ("losses", lambda: step_losses(plan, args)),
-             ("tiles", lambda: step_tiles(plan, args)),
+             ("tiles", lambda: step_tiles(plan, args)), ("ddp", lambda: step_ddp(plan, args)),
              ("throughput", lambda: step_throughput(plan, args)),
              ("full_scale", lambda: step_full_scale(plan, args, deadline, report["steps"].get("throughput"))),
              ("projection", lambda: step_projection(plan, args, report["steps"].get("throughput")))]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("tests", "losses", "tiles", "throughput", "full_scale", "projection")
+STEPS = ("tests", "losses", "tiles", "ddp", "throughput", "full_scale", "projection")
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_dry_run_finishes_every_step_without_error(dry_run):
     assert not failed, failed
     assert set(report["steps"]) == set(STEPS)
     assert report["steps"]["tests"]["returncode"] == 0
+    assert report["steps"]["ddp"]["returncodes"] == [0, 0] and report["steps"]["ddp"]["run_folder"]
 
 
 def test_dry_run_measures_every_loss_method_including_the_fused_kernel(dry_run):
