@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from spreadcon.experiments.runner import SCALES
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,9 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--index", action="store_true",
                         help="write OUT/README.md, an index of the results under OUT with their checked claims")
-    parser.add_argument("--scale", choices=("small", "full"), default="small",
-                        help="small: embedded data, small encoders, CPU (default); full: the paper's "
-                             "datasets under --data-root, its models and budgets (meant for a GPU)")
+    parser.add_argument("--scale", choices=SCALES, default="small",
+                        help="small: embedded data, small encoders, CPU (default); medium: real data under "
+                             "--data-root, a class-balanced subset and a CPU-sized net (about an hour per "
+                             "loss on 2 cores; fig4-transfer only); full: the paper's datasets under "
+                             "--data-root, its models and budgets (meant for a GPU)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="number of seeds (default: the experiment's own, usually 3)")
     parser.add_argument("--data-root", default=None, metavar="DIR",

@@ -245,10 +245,15 @@ def grid_train(cfg: dict[str, Any], dataset: str, loss: str) -> dict[str, Any]:
 
 
 def grid_plan(cfg: dict[str, Any], seeds: Sequence[int], evals: Sequence[str]) -> list[RunSpec]:
-    """One run per dataset x loss x seed of the config."""
-    return [train_spec(f"{ds}/{loss}", grid_train(cfg, ds, loss), seed, {"dataset": ds, "loss": loss},
-                       evals=evals)
-            for ds in cfg["datasets"] for loss in cfg["losses"] for seed in seeds]
+    """One run per dataset x loss x seed of the config; with cfg["floors"], the floors of each
+    dataset (on the data and encoder of its L_spread cell) as rows whose loss is the floor's name."""
+    specs = [train_spec(f"{ds}/{loss}", grid_train(cfg, ds, loss), seed, {"dataset": ds, "loss": loss},
+                        evals=evals)
+             for ds in cfg["datasets"] for loss in cfg["losses"] for seed in seeds]
+    if cfg.get("floors"):
+        specs += [s for ds in cfg["datasets"]
+                  for s in floor_specs(ds, grid_train(cfg, ds, "spread"), seeds, {"dataset": ds})]
+    return specs
 
 
 def smoke_grid(cfg: dict[str, Any], n_datasets: int = 1) -> dict[str, Any]:

@@ -10,7 +10,8 @@ makes about them are in `CLAIMS`.
 
 from __future__ import annotations
 
-LOSS_NAMES = {"simclr": "L_SS", "supcon": "L_SC", "spread": "L_spread", "attract": "L_attract", "ce": "L_CE"}
+LOSS_NAMES = {"simclr": "L_SS", "supcon": "L_SC", "supcon-authors": "L_SC (authors)", "spread": "L_spread",
+              "spread-authors": "L_spread (authors)", "attract": "L_attract", "ce": "L_CE"}
 
 # Figure 4 (left): end-model performance, % (AUROC for ISIC).
 FIG4_END_MODEL: dict[str, dict[str, float]] = {

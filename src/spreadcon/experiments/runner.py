@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCALES = ("small", "full")
+SCALES = ("small", "medium", "full")
 
 
 def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,6 +98,7 @@ class Experiment:
     # The paper's claims checked on the rows: [(claim, verdict)], verdict "yes", "no" or "mixed"
     # followed by the numbers that decide it. Written to table.md and results.json.
     claims: Callable[[list[dict[str, Any]], dict[str, Any]], list[tuple[str, str]]] | None = None
+    scales: tuple[str, ...] = ("small", "full")  # the scales `config` defines ("medium": real data, CPU hours)
 
 
 class RunNotFinished(LookupError):
@@ -150,6 +151,8 @@ def resolve_config(exp: Experiment, scale: str, smoke: bool, dataset: str | None
     in (a dict of differences, e.g. {"train": {"epochs": 5}}), optionally shrunk."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
+    if scale not in exp.scales:
+        raise ValueError(f"{exp.name} has no --scale {scale}; it has {', '.join(exp.scales)}")
     cfg = merge(exp.config(scale), overrides)
     if dataset is not None:
         if "dataset" in cfg:
@@ -181,7 +184,7 @@ def plan_runs(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int],
 
 
 def output_dir(out: Path, name: str, scale: str, smoke: bool, dataset: str | None = None) -> Path:
-    """OUT/<name>[-<dataset>][-full][-smoke]: one folder per distinct way of running it."""
+    """OUT/<name>[-<dataset>][-medium|-full][-smoke]: one folder per distinct way of running it."""
     folder = name + (f"-{dataset}" if dataset else "") + ("" if scale == "small" else f"-{scale}")
     return Path(out) / (folder + ("-smoke" if smoke else ""))
 

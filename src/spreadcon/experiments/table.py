@@ -59,6 +59,13 @@ def _ordered(values: Iterable[Any]) -> list[Any]:
     return seen
 
 
+def _cell(stats: dict[tuple, Stat], r: Any, c: Any, floor: Any, scale: float, digits: int) -> str:
+    stat = stats.get((r, c), Stat(math.nan, math.nan, 0))
+    low = stats.get((r, floor))
+    below = c != floor and low is not None and stat.n > 0 and stat.mean < low.mean
+    return stat.format(scale, digits) + (" (below floor)" if below else "")
+
+
 def markdown(
     rows: Sequence[dict[str, Any]],
     *,
@@ -69,11 +76,14 @@ def markdown(
     scale: float = 100.0,
     digits: int = 1,
     col_names: dict[Any, str] | None = None,
+    floor: Any = "raw-pixels",
 ) -> str:
     """A markdown table: `row_key` values down, `col_key` values across, cells mean ± std of `metric`.
 
     `scale` multiplies measured values (100: fractions shown as percent); `paper(row, col)` gives
     the paper's number (already in display units) for the same cell, shown in extra columns.
+    `floor`: the column no other may lose to (the raw-input probe of `common.floor_specs`); a cell
+    whose mean is below it in its row is marked "(below floor)".
     """
     stats = summarise(rows, (row_key, col_key), metric)
     row_vals = _ordered(r.get(row_key) for r in rows)
@@ -85,12 +95,14 @@ def markdown(
     header += [f"{names.get(c, c)} (paper)" for c in paper_cols]
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
     for r in row_vals:
-        cells = [str(r)] + [stats.get((r, c), Stat(math.nan, math.nan, 0)).format(scale, digits) for c in col_vals]
+        cells = [str(r)] + [_cell(stats, r, c, floor, scale, digits) for c in col_vals]
         for c in paper_cols:
             value = paper(r, c) if paper is not None else None
             cells.append("–" if value is None else f"{value:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
     n_text = "/".join(str(n) for n in seeds)
+    if any("(below floor)" in line for line in lines):
+        lines += ["", f"(below floor): the mean is below the `{floor}` column's in its row."]
     lines.append("")
     lines.append(f"`{metric}`{' ×100' if scale == 100 else ''}, mean ± std over {n_text} seed(s).")
     return "\n".join(lines) + "\n"
