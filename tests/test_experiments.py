@@ -52,6 +52,47 @@ def test_markdown_groups_seeds_and_puts_paper_beside():
     assert stats[("d", "spread")].n == 2 and stats[("d", "spread")].mean == pytest.approx(0.96)
 
 
+def test_markdown_marks_cells_below_the_raw_pixel_floor():
+    rows = [{"dataset": "d", "loss": l, "seed": 0, "acc": v}
+            for l, v in (("supcon", 0.80), ("spread", 0.95), ("raw-pixels", 0.90))]
+    rows.append({"dataset": "e", "loss": "supcon", "seed": 0, "acc": 0.5})  # no floor in this row: unmarked
+    lines = markdown(rows, row_key="dataset", col_key="loss", metric="acc").splitlines()
+    assert lines[2] == "| d | 80.0 (below floor) | 95.0 | 90.0 |"
+    assert lines[3] == "| e | 50.0 | – | – |"
+    assert any("below the `raw-pixels` column" in line for line in lines)
+    assert "below floor" not in markdown([r for r in rows if r["loss"] != "supcon"], row_key="dataset",
+                                         col_key="loss", metric="acc")
+
+
+def test_medium_scale_exists_only_where_defined_and_plans_cifar_with_floors(capsys):
+    from spreadcon.experiments.runner import resolve_config
+
+    with pytest.raises(ValueError, match="fig2 has no --scale medium; it has small, full"):
+        resolve_config(EXPERIMENTS["fig2"], "medium", False)
+    cfg = resolve_config(EXPERIMENTS["fig4-transfer"], "medium", False)
+    specs = EXPERIMENTS["fig4-transfer"].plan(cfg, [0, 1], [])
+    losses = [s.labels["loss"] for s in specs]
+    assert {"spread", "supcon", "supcon-authors", "simclr", "raw-pixels", "random-init"} == set(losses)
+    assert all(s.params["train"]["dataset"] == "cifar10-coarse" for s in specs)
+    assert all(s.params["train"]["subsample_fraction"] == 0.2 for s in specs if "floor" not in s.params)
+    run_experiment(EXPERIMENTS["fig4-transfer"], scale="medium", dry_run=True, out="unused")
+    assert "12 runs planned, all valid" in capsys.readouterr().out
+
+
+def test_fig5_summary_has_the_issue_keys_per_dataset_and_loss():
+    from spreadcon.experiments.fig5_robustness import summary
+
+    rows = [{"dataset": "spurious-mnist", "loss": "spread", "seed": s, "recovery_f1": 0.9 + 0.02 * s,
+             "erm_worst_group": 0.1, "gdro_pseudo_worst_group": 0.7, "gdro_true_worst_group": 0.8,
+             "gdro_pseudo_average": 0.85} for s in range(3)]
+    out = summary(rows)["spurious-mnist"]["spread"]
+    assert {"recovery_f1", "worst_group_erm", "worst_group_gdro_recovered", "worst_group_gdro_true",
+            "average_gdro_recovered"} <= set(out)
+    assert out["recovery_f1"]["mean"] == pytest.approx(0.92) and out["recovery_f1"]["n"] == 3
+    assert out["recovery_f1"]["std"] == pytest.approx(statistics.stdev([0.9, 0.92, 0.94]))
+    assert out["worst_group_erm"]["std"] == pytest.approx(0.0)
+
+
 # --- runner ---------------------------------------------------------------------------------
 def _counting_experiment(calls: list, unfinished: set | None = None) -> Experiment:
     """An experiment without training: execute records its calls; the seeds in `unfinished` have

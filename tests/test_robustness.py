@@ -105,7 +105,7 @@ def test_apply_to_a_run_dir(run_dir, tmp_path):
 
     code = main(["apply", "robustness", str(run_dir), "--reducer", "none", "--clusterer", "kmeans",
                  "--k-range", "2,3", "--gdro-epochs", "2", "--reweight-groups", "--adjustment", "2",
-                 "--out", str(tmp_path)])
+                 "--end-model", "linear-frozen", "--out", str(tmp_path)])
     assert code == 0
     result = json.loads((tmp_path / "robustness.json").read_text())
     assert result["run"]["loss"] == "spread" and len(result["n_clusters"]) == 2
@@ -115,10 +115,42 @@ def test_apply_to_a_run_dir(run_dir, tmp_path):
     assert (tmp_path / "run_class0.png").exists()
 
 
+def test_apply_network_end_models_train_reuse_and_score_on_true_groups(run_dir, tmp_path):
+    from spreadcon.cli import main
+    from spreadcon.config import TrainConfig
+
+    argv = ["apply", "robustness", str(run_dir), "--reducer", "none", "--clusterer", "kmeans", "--k-range", "2,2",
+            "--gdro-epochs", "1", "--no-pictures", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "robustness.json").read_text())
+    with np.load(tmp_path / "pseudo_groups.npz") as f:
+        pseudo = dict(f)
+    assert set(pseudo) == {"train_index", "train", "val_index", "val"} and len(pseudo["train"]) == len(pseudo["train_index"])
+    assert len(np.unique(pseudo["train"])) == 4  # k = 2 in each of the two classes
+    configs = {m: TrainConfig.from_json((tmp_path / "end_models" / result["methods"][m]["run_dir"].split("/")[-1]
+                                         / "config.json").read_text()) for m in ("erm", "gdro_pseudo", "gdro_true")}
+    assert configs["erm"].objective == "erm" and configs["erm"].groups is None
+    assert configs["gdro_pseudo"].objective == "group_dro" and configs["gdro_pseudo"].groups.endswith("pseudo_groups.npz")
+    assert configs["gdro_true"].groups == "group" and configs["gdro_true"].gdro_adjustment == 2.0
+    assert all(c.protocol == "ce" and c.dataset == "spurious-mnist" for c in configs.values())
+    for m in ("erm", "gdro_pseudo", "gdro_true"):
+        scores = result["methods"][m]
+        assert 0.0 <= scores["worst_group_accuracy"] <= scores["average_accuracy"] <= 1.0
+    mtimes = {m: (tmp_path / "end_models").joinpath(result["methods"][m]["run_dir"].split("/")[-1], "best.pt")
+              .stat().st_mtime for m in configs}
+    assert main(argv) == 0  # the same recovery and settings: the end models are reused, not retrained
+    again = json.loads((tmp_path / "robustness.json").read_text())
+    assert {m: again["methods"][m]["run_dir"] for m in configs} == {m: result["methods"][m]["run_dir"] for m in configs}
+    assert all((tmp_path / "end_models").joinpath(again["methods"][m]["run_dir"].split("/")[-1], "best.pt")
+               .stat().st_mtime == t for m, t in mtimes.items())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--eta", "nan"], "eta (the Group DRO step size) must be finite"),
     (["--eta", "1e6"], "in (0, 10]"),
     (["--k-range", "2"], "--k-range takes two integers"),
+    (["--eta", "0", "--end-model", "linear-frozen"], "in (0, 10]"),
+    (["--gdro-epochs", "0"], "epochs must be a positive integer"),
 ])
 def test_apply_bad_options_are_one_line_errors(run_dir, tmp_path, capsys, argv, message):
     from spreadcon.cli import main

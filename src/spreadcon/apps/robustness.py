@@ -31,6 +31,7 @@ import numpy as np
 from sklearn.base import clone
 
 from spreadcon.apps.gdro import GroupDRO
+from spreadcon.apps.gdro_network import NetworkGroupDRO, write_pseudo_groups
 from spreadcon.apps.strata import StrataRecovery, check_embeddings, recovery_scores
 from spreadcon.evaluate.metrics import group_metrics
 
@@ -59,30 +60,39 @@ def _check_splits(splits: dict[str, dict[str, np.ndarray]], normalize: bool) -> 
     return X
 
 
-def robustness(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataRecovery | None = None,
-               end_model: GroupDRO | None = None, normalize: bool = True) -> tuple[dict[str, Any], StrataRecovery]:
-    """Recovery + end models on embedded splits; returns (JSON-ready results, the fitted recovery).
-
-    splits: {"train", "val", "test"} -> {"embedding" [N, D], "label" [N], "group" or "stratum" [N],
-    optionally "logits" [N, K] (the run's own head)}. recovery, end_model: unfitted templates
-    (defaults: GEORGE's StrataRecovery(), Sagawa's GroupDRO())."""
+def recover(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataRecovery | None = None,
+            normalize: bool = True) -> tuple[dict[str, Any], StrataRecovery, np.ndarray]:
+    """Steps 1-2: (JSON-ready recovery results, the fitted recovery, the val pseudo-groups [N_val])."""
     recovery = clone(recovery if recovery is not None else StrataRecovery())
-    end_model = end_model if end_model is not None else GroupDRO()
     recovery._check_params()  # bad settings fail before any work
-    clone(end_model).set_params(robust=True)._check_params()
     X = _check_splits(splits, normalize)
-    y = {s: np.asarray(splits[s]["label"]) for s in SPLIT_NAMES}
-    g = {s: true_groups(splits[s]) for s in SPLIT_NAMES}
-    recovery.fit(X["train"], y["train"])
-    pseudo_val = recovery.predict(X["val"], y["val"])
+    g = {s: true_groups(splits[s]) for s in ("train", "val")}
+    recovery.fit(X["train"], np.asarray(splits["train"]["label"]))
+    pseudo_val = recovery.predict(X["val"], np.asarray(splits["val"]["label"]))
     result: dict[str, Any] = {
-        "config": {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize},
         "n_clusters": recovery.n_clusters_.tolist(),
         "silhouettes": [{int(k): v for k, v in s.items()} for s in recovery.silhouettes_],
         "recovery_train": recovery_scores(g["train"], recovery.pseudo_groups_),
         "recovery_val": recovery_scores(g["val"], pseudo_val),
         "methods": {},
     }
+    return result, recovery, pseudo_val
+
+
+def robustness(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataRecovery | None = None,
+               end_model: GroupDRO | None = None, normalize: bool = True) -> tuple[dict[str, Any], StrataRecovery]:
+    """Recovery + linear-frozen end models on embedded splits; (JSON-ready results, the fitted recovery).
+
+    splits: {"train", "val", "test"} -> {"embedding" [N, D], "label" [N], "group" or "stratum" [N],
+    optionally "logits" [N, K] (the run's own head)}. recovery, end_model: unfitted templates
+    (defaults: GEORGE's StrataRecovery(), Sagawa's GroupDRO())."""
+    end_model = end_model if end_model is not None else GroupDRO()
+    clone(end_model).set_params(robust=True)._check_params()
+    result, recovery, pseudo_val = recover(splits, recovery=recovery, normalize=normalize)
+    result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
+    X = _check_splits(splits, normalize)
+    y = {s: np.asarray(splits[s]["label"]) for s in SPLIT_NAMES}
+    g = {s: true_groups(splits[s]) for s in SPLIT_NAMES}
     fits = {"erm": (False, "average", None, None),
             "gdro_pseudo": (True, "worst_group", recovery.pseudo_groups_, pseudo_val),
             "gdro_true": (True, "worst_group", g["train"], g["val"])}
@@ -91,10 +101,39 @@ def robustness(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataReco
         model.fit(X["train"], y["train"], groups, X_val=X["val"], y_val=y["val"], groups_val=groups_val)
         out = group_metrics(model.predict_proba(X["test"]), y["test"], g["test"], train_group=g["train"])
         result["methods"][name] = {**out, "best_epoch": model.best_epoch_}
-    if "logits" in splits["test"]:
-        result["methods"]["run_head"] = group_metrics(np.asarray(splits["test"]["logits"], dtype=np.float64),
-                                                      y["test"], g["test"], train_group=g["train"])
+    _run_head(result, splits)
     return result, recovery
+
+
+def robustness_network(run, splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataRecovery | None = None,
+                       end_model: NetworkGroupDRO, normalize: bool = True, out_dir: Path,
+                       runs_dir: str | Path | None = None) -> tuple[dict[str, Any], StrataRecovery]:
+    """Recovery on a loaded `run`'s embeddings, then end models that train the network
+    (`NetworkGroupDRO`), scored on the true test groups. The pseudo-groups go to
+    OUT/pseudo_groups.npz; the end models' run folders to `runs_dir` (default OUT/end_models)."""
+    from spreadcon.runs import checkpoint_id, load_run
+
+    result, recovery, pseudo_val = recover(splits, recovery=recovery, normalize=normalize)
+    result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
+    path = write_pseudo_groups(Path(out_dir) / "pseudo_groups.npz", train_index=splits["train"]["index"],
+                               train=recovery.pseudo_groups_, val_index=splits["val"]["index"], val=pseudo_val)
+    dirs = end_model.fit_run(run, path, runs_dir=runs_dir if runs_dir is not None else Path(out_dir) / "end_models")
+    g_train, test = true_groups(splits["train"]), splits["test"]
+    for name, run_dir in dirs.items():
+        logits = load_run(run_dir).embeddings("test")["logits"]
+        best = checkpoint_id(run_dir, "best")["epoch"]
+        out = group_metrics(np.asarray(logits, dtype=np.float64), test["label"], true_groups(test), train_group=g_train)
+        result["methods"][name] = {**out, "best_epoch": best, "run_dir": str(run_dir)}
+    _run_head(result, splits)
+    return result, recovery
+
+
+def _run_head(result: dict[str, Any], splits: dict[str, dict[str, np.ndarray]]) -> None:
+    """The trained run's own classifier head, for reference (result["methods"]["run_head"])."""
+    if "logits" in splits["test"]:
+        test = splits["test"]
+        result["methods"]["run_head"] = group_metrics(np.asarray(test["logits"], dtype=np.float64), test["label"],
+                                                      true_groups(test), train_group=true_groups(splits["train"]))
 
 
 def class_pictures(rec: StrataRecovery, y: np.ndarray, groups: np.ndarray, out_dir: Path, *,
@@ -123,26 +162,33 @@ def embed_splits(run) -> dict[str, dict[str, np.ndarray]]:
     """The train/val/test `Run.embeddings` of a loaded run (at the checkpoint it was loaded with)."""
     return {s: run.embeddings(s) for s in SPLIT_NAMES}
 
-def apply_to_run(run_dir: str | Path, *, recovery: StrataRecovery | None = None, end_model: GroupDRO | None = None,
-                 normalize: bool = True, checkpoint: str = "best", out_dir: str | Path | None = None,
-                 pictures: bool = True, pictures_dir: str | Path | None = None,
-                 picture_prefix: str = "") -> dict[str, Any]:
+def apply_to_run(run_dir: str | Path, *, recovery: StrataRecovery | None = None,
+                 end_model: GroupDRO | NetworkGroupDRO | None = None, normalize: bool = True,
+                 checkpoint: str = "best", out_dir: str | Path | None = None, pictures: bool = True,
+                 pictures_dir: str | Path | None = None, picture_prefix: str = "",
+                 runs_dir: str | Path | None = None) -> dict[str, Any]:
     """Recovery + Group DRO on a run's embeddings; writes OUT/robustness.json (stamped with the
     checkpoint it came from) and, with `pictures`, one PNG per class in `pictures_dir` (default OUT).
-    OUT defaults to RUN_DIR/robustness. checkpoint: "best", "last", or an epoch kept by the run."""
+    OUT defaults to RUN_DIR/robustness. checkpoint: "best", "last", or an epoch kept by the run.
+    end_model: a `GroupDRO` (linear-frozen, the fast option; the default) or a `NetworkGroupDRO`
+    (trains the network; its run folders go to `runs_dir`, default OUT/end_models)."""
     from spreadcon.evaluate.stamp import checkpoint_stamp
     from spreadcon.runs import load_run
 
     run = load_run(run_dir, checkpoint=checkpoint)
     splits = embed_splits(run)
-    result, rec = robustness(splits, recovery=recovery, end_model=end_model, normalize=normalize)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "robustness"
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(end_model, NetworkGroupDRO):
+        result, rec = robustness_network(run, splits, recovery=recovery, end_model=end_model, normalize=normalize,
+                                         out_dir=out, runs_dir=runs_dir)
+    else:
+        result, rec = robustness(splits, recovery=recovery, end_model=end_model, normalize=normalize)
     result["run_dir"] = str(run_dir)
     result["stamp"] = checkpoint_stamp(run_dir, checkpoint)
     loss = "ce" if run.config.protocol == "ce" else run.config.loss
     result["run"] = {"dataset": run.config.dataset, "loss": loss, "protocol": run.config.protocol,
                      "seed": run.config.seed, "checkpoint": checkpoint}
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "robustness"
-    out.mkdir(parents=True, exist_ok=True)
     if pictures:
         paths = class_pictures(rec, splits["train"]["label"], true_groups(splits["train"]),
                                Path(pictures_dir) if pictures_dir is not None else out,

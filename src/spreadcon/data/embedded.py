@@ -5,8 +5,10 @@
 
 Neither source has splits: a seeded, stratified test_fraction (default 20%) is held out, then
 val_fraction (10%) of the rest (SPEC: model selection on 10% of train). Coarse = digit < 5 vs
->= 5, the digit becomes the stratum. mnist5k-coarse-u then keeps 100/50/20/10/10% of the
-training points of the digits 0..4 (and 5..9), seeded, before the validation hold-out.
+>= 5, the digit becomes the stratum. mnist5k-coarse-u then trains on exactly 100/50/20/10/10% of
+the 400 training points of the digits 0..4 (and 5..9), seeded; as for CIFAR100-Coarse-U, its
+validation rows (40 per digit) are drawn from the rows that rule removed, so the digit kept whole
+has none (`coarse.val_from_removed`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 import torch
 
 from spreadcon.data.base import StrataDataset
-from spreadcon.data.coarse import DIGIT_COARSE, DIGIT_COARSE_NAMES, DIGIT_U_FRACTIONS, assemble, unequal_keep
-from spreadcon.data.splits import check_fraction, hold_out
+from spreadcon.data.coarse import (
+    DIGIT_COARSE, DIGIT_COARSE_NAMES, DIGIT_U_FRACTIONS, assemble, unequal_keep, val_from_removed,
+)
+from spreadcon.data.splits import SPLITS, check_fraction, hold_out
 
 DIGIT_NAMES = [str(d) for d in range(10)]
 
@@ -50,11 +54,16 @@ def split_digits(name: str, images: np.ndarray, digits: np.ndarray, seed: int, *
     fine = torch.from_numpy(digits)
     split = hold_out(torch.zeros(len(fine), dtype=torch.int64), fine, test_fraction, seed, target="test")
     meta = {}
-    if unequal:
+    if unequal:  # the validation rows come from the removed ones: the trained-on counts stay exact
         keep = unequal_keep(fine, split, DIGIT_COARSE, seed + 2, fractions=DIGIT_U_FRACTIONS)
+        val = val_from_removed(fine, split, keep, val_fraction, seed + 1)
+        split = torch.where(val, torch.tensor(SPLITS["val"]), split)
+        keep = keep | val
         x, fine, split = x[keep], fine[keep], split[keep]
         meta["source_index"] = torch.nonzero(keep).squeeze(1).tolist()
-    split = hold_out(split, fine, val_fraction, seed + 1)
+        meta["val_rule"] = "drawn from the training images the -U rule removed"
+    else:
+        split = hold_out(split, fine, val_fraction, seed + 1)
     return assemble(name, x, fine, split, DIGIT_NAMES, meta=meta,
                     fine_to_coarse=DIGIT_COARSE if coarse else None,
                     coarse_names=DIGIT_COARSE_NAMES if coarse else None)

@@ -2,18 +2,25 @@
 
     spreadcon reproduce fig5-robustness [--scale small|full] [--seeds 3] [--data-root DIR]
 
-GEORGE-style (Sohoni et al. 2020), with the apps' methods: one training run per (loss, seed) on the
-dataset's preset below, then `spreadcon.apps.robustness.apply_to_run` on it: per-class UMAP +
-clustering of the training embeddings into pseudo-strata (`StrataRecovery`), Group DRO on them
-(`GroupDRO`), with ERM and true-group Group DRO beside it.
+GEORGE-style (Sohoni et al. 2020), with the apps' methods: one training run per (dataset, loss,
+seed) on the dataset's preset below, then `spreadcon.apps.robustness.apply_to_run` on it: per-class
+UMAP + clustering of the training embeddings into pseudo-strata (`StrataRecovery`), then three end
+models scored on the true test groups: ERM, Group DRO on the recovered strata, Group DRO on the
+true groups (the upper bound). The end models train the network with the trainer's Group DRO
+objective (`NetworkGroupDRO`: eta 0.01, C = 2, group-balanced sampling, selection by the worst
+validation (pseudo-)group, from scratch), as GEORGE and Sagawa et al. do; `end_model.mode =
+"linear-frozen"` is the fast option (a linear layer on the frozen embeddings). summary.json holds
+recovery F1, the three worst-group accuracies and the weighted averages per dataset and loss.
 The paper: recovery F1 (L_CE / L_SC / L_spread) Waterbirds 56.3 / 47.2 / 59.0, ISIC 74.0 / 92.5 /
 93.8; worst-group Waterbirds 88.4 / 86.5 / 89.0, ISIC (AUROC) 92.0 / 93.3 / 92.6.
-Small scale: spurious-MNIST (a Waterbirds-like digit task with a 95%-correlated background: a
-narrow `cnn`, joint CE head, 6 epochs). Full scale: Waterbirds, ResNet50, contrastive loss then
-probe (needs --data-root). The recovery reads the last checkpoint (`checkpoint`): spurious-MNIST's
-group-balanced validation split scores every background-only model at 50%, so best.pt would stay
-at epoch 1. Expected: L_spread's recovered strata at least as good as L_SC's, and Group DRO on
-them above ERM on worst-group accuracy.
+Small scale: spurious-MNIST (a digit task with a 95%-correlated colour background) and
+mnist-scenes (MNIST digits composited onto CIFAR-10 vehicle or animal scenes, 95%-correlated in
+train, 50% in val/test: docs/datasets.md; needs --data-root with cifar-10-batches-py), a narrow
+`cnn`, joint CE head, 6 epochs. Full scale: Waterbirds, ResNet50, contrastive loss then probe
+(needs --data-root). The recovery reads the last checkpoint (`checkpoint`): a group-balanced
+validation split scores every background-only model at 50%, so best.pt would stay at epoch 1.
+Expected: L_spread's recovered strata at least as good as L_SC's, and Group DRO on them above
+ERM on worst-group accuracy.
 """
 
 from __future__ import annotations
@@ -41,37 +48,50 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 small: dict[str, Any] = {
     "seeds": 3,
-    "dataset": "spurious-mnist",
+    # spurious-mnist needs nothing; mnist-scenes composites onto CIFAR-10 scenes under --data-root
+    "datasets": {"spurious-mnist": {}, "mnist-scenes": {}},
     "losses": ("ce", "supcon", "spread"),
     "train": {"alpha": 0.5, "temperature": 0.5},
     "presets": PRESETS,
     "recovery": {},            # StrataRecovery parameters (defaults: GEORGE's)
-    "end_model": {},           # GroupDRO parameters (defaults: Sagawa et al.'s)
+    # the end models: "network" (NetworkGroupDRO: the trainer's Group DRO objective, from scratch,
+    # shared by the losses' runs where it does not depend on them) or "linear-frozen" (GroupDRO)
+    "end_model": {"mode": "network", "epochs": 10, "lr": 1e-3, "weight_decay": 1e-4, "adjustment": 2.0,
+                  "group_sampling": True, "init": "scratch"},
     "normalize": True,
     "checkpoint": "last",
     "pictures_seed": 0,        # draw the class pictures of the runs of this seed
 }
-full: dict[str, Any] = {**small, "dataset": "waterbirds"}
+full: dict[str, Any] = {**small, "datasets": {"waterbirds": {}}}
 
 
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]:
-    ds = cfg["dataset"]
-    if ds not in cfg["presets"]:
-        raise ValueError(f"no training preset for dataset {ds!r} (presets: {sorted(cfg['presets'])}); "
-                         f"add one under the config's 'presets'")
     specs = []
-    for loss in cfg["losses"]:
-        protocol = "ce" if loss == "ce" else cfg["presets"][ds].get("protocol", "joint")
-        train = common.merge(cfg["train"], cfg["presets"][ds], {"dataset": ds, "protocol": protocol},
-                             {"loss": loss} if loss != "ce" else None)
-        # named as in fig4's grid: a run is shared with fig4 only when its TrainConfig is identical (at
-        # small scale it is not: 6 epochs here, 8 there)
-        specs += [common.train_spec(f"{ds}/{loss}", train, seed, {"dataset": ds, "loss": loss}) for seed in seeds]
+    for ds in cfg["datasets"]:
+        if ds not in cfg["presets"]:
+            raise ValueError(f"no training preset for dataset {ds!r} (presets: {sorted(cfg['presets'])}); "
+                             f"add one under the config's 'presets'")
+        for loss in cfg["losses"]:
+            protocol = "ce" if loss == "ce" else cfg["presets"][ds].get("protocol", "joint")
+            train = common.merge(cfg["train"], cfg["presets"][ds], {"dataset": ds, "protocol": protocol},
+                                 {"loss": loss} if loss != "ce" else None)
+            specs += [common.train_spec(f"{ds}/{loss}", train, seed, {"dataset": ds, "loss": loss}) for seed in seeds]
     return specs
 
 
-def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+def end_model(cfg: dict[str, Any], seed: int):
+    """The end-model template of the config: NetworkGroupDRO (mode "network") or GroupDRO."""
     from spreadcon.apps.gdro import GroupDRO
+    from spreadcon.apps.gdro_network import NetworkGroupDRO
+
+    options = dict(cfg["end_model"])
+    mode = options.pop("mode", "linear-frozen")
+    if mode == "network":
+        return NetworkGroupDRO(**options)
+    return GroupDRO(**options, random_state=seed)
+
+
+def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     from spreadcon.apps.robustness import apply_to_run
     from spreadcon.apps.strata import StrataRecovery
     from spreadcon.evaluate.run import evaluate_run
@@ -80,8 +100,8 @@ def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     run_dir = train_run(spec, ctx)
     out: dict[str, Any] = {**evaluate_run(run_dir, transfer=False, geometry=False), "run_dir": str(run_dir)}
     result = apply_to_run(run_dir, recovery=StrataRecovery(**cfg["recovery"], random_state=spec.seed),
-                          end_model=GroupDRO(**cfg["end_model"], random_state=spec.seed),
-                          normalize=cfg["normalize"], out_dir=run_dir / "robustness",
+                          end_model=end_model(cfg, spec.seed), normalize=cfg["normalize"],
+                          out_dir=run_dir / "robustness", runs_dir=ctx.runs_dir / "end-models",
                           pictures=spec.seed == cfg["pictures_seed"],
                           picture_prefix=f"{spec.labels['loss']} seed {spec.seed}: ", checkpoint=cfg["checkpoint"])
     metric = "worst_group_auroc" if spec.labels["dataset"] == "isic" else "worst_group_accuracy"
@@ -89,12 +109,34 @@ def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
                metric=metric, robustness=result["methods"], robustness_config=result["config"])
     for method, values in result["methods"].items():
         out[f"{method}_worst_group"] = values[metric]
+        out[f"{method}_average"] = values["average_accuracy"]
+    return out
+
+
+# summary.json: per dataset and loss, these row metrics (mean, std, n over seeds)
+SUMMARY = {"recovery_f1": "recovery_f1", "recovery_ari": "recovery_ari", "worst_group_erm": "erm_worst_group",
+           "worst_group_gdro_recovered": "gdro_pseudo_worst_group", "worst_group_gdro_true": "gdro_true_worst_group",
+           "average_gdro_recovered": "gdro_pseudo_average", "average_gdro_true": "gdro_true_average",
+           "average_erm": "erm_average"}
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """{dataset: {loss: {name: {"mean", "std", "n"}}}} of SUMMARY's metrics, as fractions."""
+    from spreadcon.experiments.table import summarise
+
+    out: dict[str, Any] = {}
+    for name, metric in SUMMARY.items():
+        for (ds, loss), stat in summarise(rows, ("dataset", "loss"), metric).items():
+            std = None if stat.n < 2 else stat.std
+            out.setdefault(ds, {}).setdefault(loss, {})[name] = {"mean": stat.mean, "std": std, "n": stat.n}
     return out
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
+    import json
     import shutil
 
+    (out / "summary.json").write_text(json.dumps(summary(rows), indent=2) + "\n")
     names = {**LOSS_NAMES, "ce": "L_CE"}
     text = ["## Strata recovery F1 on the training split (%)\n",
             markdown(rows, row_key="dataset", col_key="loss", metric="recovery_f1", col_names=names,
@@ -107,12 +149,27 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
         if any(f"{method}_worst_group" in r for r in rows):
             text += [f"\n## Worst-group test accuracy (%), {what}\n",
                      markdown(rows, row_key="dataset", col_key="loss", metric=f"{method}_worst_group", col_names=names)]
+    text += ["\n## Average test accuracy (%) weighted by the training group proportions, Group DRO on the "
+             "recovered strata\n",
+             markdown(rows, row_key="dataset", col_key="loss", metric="gdro_pseudo_average", col_names=names),
+             "\n## Strata recovery ARI on the training split (%)\n",
+             markdown(rows, row_key="dataset", col_key="loss", metric="recovery_ari", col_names=names),
+             f"\nEnd models: {_end_model_text(cfg)}. summary.json holds these numbers per dataset and loss.\n"]
     for row in rows:  # the class pictures of seed 0 (UMAP by true stratum and by recovered cluster)
         for png in (Path(row["run_dir"]) / "robustness").glob("*.png") if row["seed"] == cfg["pictures_seed"] else []:
             shutil.copy(png, out / f"{row['loss']}_{png.name}")
     common.bar_chart(rows, group="loss", hue="dataset", metric="gdro_pseudo_worst_group",
                      path=out / "worst_group.png", title="Figure 5 (left): Group DRO on recovered strata")
     return "\n".join(text)
+
+
+def _end_model_text(cfg: dict[str, Any]) -> str:
+    opts = dict(cfg["end_model"])
+    if opts.pop("mode", "linear-frozen") == "network":
+        return ("the network trained by the trainer under Group DRO (ERM for the ERM row), "
+                + ", ".join(f"{k} {v}" for k, v in opts.items()))
+    return "a linear layer on the frozen, normalised embeddings (linear-frozen), " + ", ".join(
+        f"{k} {v}" for k, v in opts.items())
 
 
 def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
@@ -143,8 +200,9 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     """Seconds: one seed, a test-size encoder, one epoch on 20% of the data, no UMAP."""
     presets = {ds: {**p, "encoder": "cnn-test", "encoder_options": {}, "epochs": 1, "subsample_fraction": 0.2}
                for ds, p in cfg["presets"].items()}
-    return {**cfg, "seeds": 1, "presets": presets,
-            "recovery": {"reducer": None, "clusterer": "kmeans", "k_range": (2, 3)}, "end_model": {"epochs": 2}}
+    end = {**cfg["end_model"], "epochs": 1} if cfg["end_model"].get("mode") == "network" else {"epochs": 2}
+    return {**cfg, "seeds": 1, "presets": presets, "datasets": dict(list(cfg["datasets"].items())[:1]),
+            "recovery": {"reducer": None, "clusterer": "kmeans", "k_range": (2, 3)}, "end_model": end}
 
 
 EXPERIMENTS = [Experiment(
