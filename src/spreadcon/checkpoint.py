@@ -23,7 +23,10 @@ from torch import Tensor, nn
 
 FORMAT = 2
 # The position's fields, in TrainState (format 1, before TrainState, had the same keys).
-POSITION_KEYS = ("epoch", "step_in_epoch", "global_step", "perm", "best_val", "best_epoch", "history", "acc")
+POSITION_KEYS = ("epoch", "step_in_epoch", "global_step", "perm", "best_val", "best_epoch", "history", "acc",
+                 "group_weights")
+# Position keys added after format 2 was fixed, with their value in an older checkpoint.
+LATER_KEYS = {"group_weights": None}
 
 
 @dataclass
@@ -33,7 +36,9 @@ class TrainState:
     epoch: epochs completed; step_in_epoch / global_step: optimiser steps taken in this epoch /
     in all; perm [N_train]: this epoch's order of the training rows (None between epochs);
     best_val / best_epoch: model selection so far; history: example_correct [N_train] bool per
-    finished epoch; acc: this epoch's running sums (float64 tensors, see train.new_accumulators).
+    finished epoch; acc: this epoch's running sums (float64 tensors, see train.new_accumulators);
+    group_weights [G] float64: Group DRO's q on the simplex (objective "group_dro"; else None),
+    updated in place by every step.
     """
 
     model: nn.Module
@@ -48,17 +53,21 @@ class TrainState:
     best_epoch: int = 0
     history: list[Tensor] = field(default_factory=list)
     acc: dict[str, Tensor] | None = None
+    group_weights: Tensor | None = None
 
     def position(self) -> dict[str, Any]:
         """The counters and running sums, on the CPU."""
         pos = {key: getattr(self, key) for key in POSITION_KEYS}
         pos["acc"] = None if self.acc is None else {k: t.cpu() for k, t in self.acc.items()}
+        pos["group_weights"] = None if self.group_weights is None else self.group_weights.cpu().clone()
         return pos
 
     def set_position(self, pos: dict[str, Any], device: torch.device) -> None:
         for key in POSITION_KEYS:
-            setattr(self, key, pos[key])
+            setattr(self, key, pos[key] if key in pos or key not in LATER_KEYS else LATER_KEYS[key])
         self.acc = None if self.acc is None else {k: t.to(device) for k, t in self.acc.items()}
+        if self.group_weights is not None:
+            self.group_weights = self.group_weights.to(device)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:

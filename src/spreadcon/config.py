@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 PROTOCOLS = ("joint", "contrastive_then_probe", "ce")
+OBJECTIVES = ("erm", "group_dro")
+SELECT_BY = ("auto", "accuracy", "worst_group")
 CE_LABELS = ("clean", "noisy")
 # Keys that may differ when resuming: they change where or how a run is shown, not its result.
 RUNTIME_KEYS = frozenset({"device", "progress", "tensorboard", "out_dir"})
@@ -51,6 +53,14 @@ class TrainConfig:
     memory_bank: int = 0                # > 0: contrast against a bank of the last N embeddings
     contrastive_weight: float = 1.0
     ce_weight: float = 1.0
+    # worst-group robustness (Sagawa et al. 2020; GEORGE's end model): see spreadcon.groups
+    objective: str = "erm"              # CE term: "erm" (mean) | "group_dro" (online Group DRO over `groups`)
+    groups: str | None = None           # "group" | "stratum" (dataset fields) | a pseudo-group .npz; None: no groups
+    gdro_eta: float = 0.01              # step size of the group weights q, in (0, 10]
+    gdro_adjustment: float = 0.0        # C of the size adjustment C / sqrt(n_g) (Sagawa: 2 on Waterbirds)
+    group_sampling: bool = False        # draw each epoch's N examples with replacement, p ~ 1 / n_g
+    select_by: str = "auto"             # "accuracy" | "worst_group" (val); "auto": worst_group iff groups
+    init_from: str | None = None        # run folder (its best.pt) or .pt whose encoder weights start training
     # optimisation
     epochs: int = 10
     batch_size: int = 128               # images per step (each seen in `views` views)
@@ -88,6 +98,7 @@ class TrainConfig:
         if self.ce_labels not in CE_LABELS:
             raise ValueError(f"ce_labels={self.ce_labels!r}; choose one of {list(CE_LABELS)}")
         self._check_ranges()
+        self._check_groups()
         if self.protocol != "ce" and self.views < 2 and self.loss in ("simclr", "repel", "spread"):
             raise ValueError(f"loss {self.loss!r} needs views >= 2 (the augmentation is its positive); pass views=2")
         bad = [k for k in self.keep_checkpoints if not 1 <= int(k) <= self.epochs]
@@ -121,6 +132,39 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.memory_bank < 0:
             raise ValueError(f"memory_bank must be >= 0 (0: no bank), got {self.memory_bank}")
+
+    def _check_groups(self) -> None:
+        from spreadcon.group_dro import check_eta
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}; choose one of {list(OBJECTIVES)}")
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"select_by={self.select_by!r}; choose one of {list(SELECT_BY)}")
+        try:
+            check_eta(self.gdro_eta)
+        except ValueError as err:
+            raise ValueError(f"gdro_eta={self.gdro_eta}: {err}") from None
+        if self.gdro_adjustment < 0:
+            raise ValueError(f"gdro_adjustment (C of C / sqrt(n_g)) must be >= 0, got {self.gdro_adjustment}; "
+                             f"Sagawa et al. use 2, 0 turns it off")
+        if self.groups is not None and self.groups not in ("group", "stratum") and not self.groups.endswith(".npz"):
+            raise ValueError(f"groups={self.groups!r}; pass groups=group or groups=stratum (dataset fields) or "
+                             f"the path of a pseudo-group .npz")
+        for key, needs in (("objective", self.objective == "group_dro"), ("group_sampling", self.group_sampling),
+                           ("select_by", self.select_by == "worst_group")):
+            if needs and self.groups is None:
+                raise ValueError(f"{key}={getattr(self, key)!r} needs groups: pass groups=group, groups=stratum "
+                                 f"or a pseudo-group .npz")
+        if self.objective == "group_dro" and self.protocol == "contrastive_then_probe":
+            raise ValueError("objective='group_dro' reweights the CE term of the step, which protocol "
+                             "contrastive_then_probe does not have; use protocol joint or ce")
+
+    @property
+    def selection(self) -> str:
+        """The model-selection rule in force: "accuracy" or "worst_group" (select_by, "auto" resolved)."""
+        if self.select_by == "auto":
+            return "worst_group" if self.groups is not None else "accuracy"
+        return self.select_by
 
     # --- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -266,7 +310,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 # Fields whose default is None, with an example value of their type for coercion.
-_FIELD_HINTS: dict[str, Any] = {"grad_clip": 1.0, "data_root": ""}
+_FIELD_HINTS: dict[str, Any] = {"grad_clip": 1.0, "data_root": "", "groups": "", "init_from": ""}
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

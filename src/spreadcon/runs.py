@@ -77,7 +77,20 @@ def build_dataset(config: TrainConfig):
         ds = data.labelled_fraction(ds, config.labelled_fraction, seed=config.seed)
     if config.train_subset is not None:
         ds = apply_train_subset(ds, config.train_subset)
+    if config.groups is not None and config.groups not in ("group", "stratum"):
+        ds = record_group_file(ds, config.groups)
     return ds
+
+
+def record_group_file(ds, path: str | Path):
+    """`ds` with a transform record of the pseudo-group file (absolute path, sha256), so that the
+    data fingerprint of a run trained on those groups changes when the file does."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"groups={str(path)!r}: no such file; pass groups=group, groups=stratum or a "
+                                f"pseudo-group .npz (spreadcon.groups.write_group_file)")
+    record = {"transform": "groups", "path": str(path.resolve()), "sha256": file_sha256(path)}
+    return ds.with_transform(record) if hasattr(ds, "with_transform") else ds
 
 
 def apply_train_subset(ds, path: str | Path):
@@ -117,6 +130,41 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: 
         torch.manual_seed(config.seed)
         encoder = build_encoder(config.encoder, tuple(input_shape), **config.encoder_options)
         return Classifier(encoder, num_classes)
+
+
+def init_encoder(model: Classifier, config: TrainConfig) -> dict[str, Any] | None:
+    """Copy the encoder weights of config.init_from (a run folder: its best.pt; or a .pt file) into
+    `model` (its CE head keeps its fresh init). Returns {"path", "sha256", "epoch"} for run.json, or
+    None without init_from. A different encoder architecture is refused, naming both."""
+    from spreadcon.checkpoint import read_checkpoint
+
+    if config.init_from is None:
+        return None
+    source = Path(config.init_from).expanduser()
+    path = source / "best.pt" if source.is_dir() else source
+    if not path.is_file():
+        what = "best.pt in that run folder" if source.is_dir() else "such file"
+        raise FileNotFoundError(f"init_from={config.init_from!r}: no {what}; pass a finished run folder or a "
+                                f"checkpoint .pt")
+    ckpt = read_checkpoint(path)
+    saved_json = path.parent / "config.json"
+    saved = ckpt.get("config") or (read_json(saved_json) if saved_json.exists() else None)
+    arch = (config.encoder, config.encoder_options)
+    if saved is not None and (saved.get("encoder"), saved.get("encoder_options", {})) != arch:
+        raise ValueError(f"init_from={config.init_from!r} holds encoder {saved.get('encoder')!r} with encoder_options "
+                         f"{saved.get('encoder_options', {})}, this run builds encoder {config.encoder!r} with "
+                         f"encoder_options {config.encoder_options}; pass the same encoder and options")
+    weights = {k[len("encoder."):]: v for k, v in ckpt.get("model", {}).items() if k.startswith("encoder.")}
+    own = model.encoder.state_dict()
+    wrong = sorted(k for k in set(own) | set(weights)
+                   if k not in own or k not in weights or own[k].shape != weights[k].shape)
+    if wrong:
+        raise ValueError(f"init_from={config.init_from!r}: its encoder weights do not fit encoder {config.encoder!r} "
+                         f"on this dataset (keys or shapes differ: {wrong[:5]}); the source run must use the same "
+                         f"encoder, encoder_options and input shape")
+    model.encoder.load_state_dict(weights)
+    epoch = ckpt.get("epoch", ckpt.get("position", {}).get("epoch"))
+    return {"path": str(path.resolve()), "sha256": file_sha256(path), "epoch": epoch}
 
 
 # --- the data fingerprint -------------------------------------------------------------------
@@ -237,8 +285,10 @@ def git_revision() -> str | None:
         return None
 
 
-def run_info(config: TrainConfig, device: torch.device, ds, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """run.json at the start of a run (epochs_trained 0, not finished)."""
+def run_info(config: TrainConfig, device: torch.device, ds, fingerprint: dict[str, Any],
+             **extra: Any) -> dict[str, Any]:
+    """run.json at the start of a run (epochs_trained 0, not finished); `extra` keys (e.g. the
+    groups' summary, the init_from record) are added where not None."""
     import spreadcon
 
     root = config.data_root if config.data_root is not None else ds.meta.get("root")
@@ -247,6 +297,7 @@ def run_info(config: TrainConfig, device: torch.device, ds, fingerprint: dict[st
         "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
         "dataset": ds.summary(), "data_root": None if root is None else str(Path(root).expanduser().resolve()),
         "data_fingerprint": fingerprint, "epochs": config.epochs, "epochs_trained": 0, "finished": False,
+        **{k: v for k, v in extra.items() if v is not None},
     }
 
 

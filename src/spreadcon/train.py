@@ -37,6 +37,16 @@ Choices:
   last step has batch_size + 1 images.
 - config.memory_bank = N > 0 keeps spreadcon.losses.MemoryBank(size=N): the loss is called with
   memory=bank and bank.push(z.detach(), labels) follows every step (the bank is checkpointed).
+- Worst-group robustness (Sagawa et al. 2020; GEORGE's end model), with config.groups naming the
+  groups (spreadcon.groups): objective "group_dro" makes the CE term the online Group DRO loss
+  `group_dro_loss` over the labelled images' per-image CE (q <- q exp(eta (L_g + C / sqrt(n_g))),
+  normalised, once per step; q is TrainState.group_weights, checkpointed, logged per epoch as
+  `group_weights`); the contrastive term is unchanged. group_sampling draws each epoch's N
+  training examples with replacement, with probability 1 / n_g (the "order" generator). With
+  groups, validation logs `val_group_accuracy` and `val_worst_group_accuracy`, and
+  config.selection "worst_group" keeps the epoch with the best worst val-group accuracy.
+- config.init_from copies a run's (or a .pt's) encoder weights into the model before training;
+  the CE head starts fresh (runs.init_encoder).
 
 The loop reads top-down as in DINO (train_dino / train_one_epoch): `train` -> `prepare` (every
 check, nothing written) -> `runs.writing` (the folder's lock and reuse rule) -> `fit` (epochs:
@@ -66,6 +76,8 @@ from spreadcon import distributed, runs
 from spreadcon.checkpoint import TrainState, load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spreadcon.config import TrainConfig
 from spreadcon.evaluate.embed import predict
+from spreadcon.group_dro import group_dro_loss
+from spreadcon.groups import Groups, build_groups, check_groups, group_accuracy
 from spreadcon.models.classifier import Classifier
 
 __all__ = ["Callback", "TrainState", "build_loss", "fit_probe", "lr_factor", "rng_state", "set_rng_state",
@@ -260,6 +272,7 @@ class StepContext:
     relabelers: Sequence[Any] = ()
     bank: Any = None
     memory_format: torch.memory_format | None = None  # torch.channels_last under config.channels_last
+    dro: Groups | None = None  # the groups of objective "group_dro" (None: the plain mean CE)
 
 
 @dataclass
@@ -272,6 +285,7 @@ class Batch:
     y_ce: Tensor
     labelled: Tensor
     idx: Tensor
+    group: Tensor | None = None  # [B] compact group ids (spreadcon.groups), when the run has groups
 
 
 @dataclass
@@ -290,6 +304,8 @@ class TrainRun:
     callbacks: Sequence[Any] = ()
     writer: Any = None
     fingerprint: dict[str, Any] = field(default_factory=dict)  # runs.data_fingerprint(ds)
+    groups: Groups | None = None   # config.groups, built and checked (spreadcon.groups)
+    init: dict[str, Any] | None = None  # runs.init_encoder's record of config.init_from
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -329,7 +345,10 @@ def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
     check_finite_data(ds, config)
     check_memory(config, ds.input_shape, device)
     loss_fn = distributed.global_batch_loss(build_loss(config))  # contrast across all processes
-    model = runs.build_model(config, ds.input_shape, ds.num_classes).to(device)
+    model = runs.build_model(config, ds.input_shape, ds.num_classes)
+    init = runs.init_encoder(model, config)
+    model = model.to(device)
+    groups = run_groups(ds, config, device)
     memory_format = torch.channels_last if config.channels_last and ds.is_image else None
     if memory_format is not None:  # NHWC convolutions: faster for conv nets on most CPUs and GPUs
         model = model.to(memory_format=memory_format)
@@ -350,9 +369,25 @@ def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
                 else nullcontext())
     ctx = StepContext(step_model, loss_fn, views, config, autocast,
                       [cb for cb in callbacks if hasattr(cb, "relabel")], build_memory_bank(config, device),
-                      memory_format)
+                      memory_format, groups if config.objective == "group_dro" else None)
     return TrainRun(config, Path(config.out_dir), device, distributed.is_main_process(), ds, data,
-                    schedule, ctx, model, callbacks, fingerprint=runs.data_fingerprint(ds))
+                    schedule, ctx, model, callbacks, fingerprint=runs.data_fingerprint(ds), groups=groups,
+                    init=init)
+
+
+def run_groups(ds, config: TrainConfig, device: torch.device) -> Groups | None:
+    """config.groups built on the dataset as trained and checked for what the run uses them for
+    (train ids on the device; val ids and counts on the CPU); None without groups."""
+    if config.groups is None:
+        return None
+    if config.objective == "group_dro" and distributed.get_world_size() > 1:
+        # each rank would update q from its own shard of the batch: the ranks' q would drift apart
+        raise ValueError("objective=group_dro is single-process for now; run it without torchrun")
+    groups = build_groups(ds, config.groups, adjustment=config.gdro_adjustment, dataset=config.dataset)
+    check_groups(groups, robust=config.objective == "group_dro" or config.group_sampling,
+                 worst_group=config.selection == "worst_group")
+    groups.train = groups.train.to(device)
+    return groups
 
 
 def new_state(run: TrainRun) -> TrainState:
@@ -369,7 +404,11 @@ def new_state(run: TrainRun) -> TrainState:
     random.seed(config.seed)
     generators = {"order": torch.Generator().manual_seed(config.seed),
                   "views": torch.Generator(device=run.device).manual_seed(distributed.rank_seed(config.seed + 1))}
-    return TrainState(run.model, optimizer, scheduler, generators)
+    q = None
+    if run.ctx.dro is not None:  # Group DRO starts from uniform group weights (Sagawa et al.)
+        g = run.ctx.dro.n_groups
+        q = torch.full((g,), 1.0 / g, dtype=torch.float64, device=run.device)
+    return TrainState(run.model, optimizer, scheduler, generators, group_weights=q)
 
 
 def _extra_state(run: TrainRun) -> list[Any]:
@@ -390,7 +429,9 @@ def resume_state(run: TrainRun, state: TrainState) -> None:
 def start_run_folder(run: TrainRun) -> None:
     """config.json, run.json (with the data fingerprint), an empty metrics.jsonl."""
     runs.save_text(run.config.to_json() + "\n", run.run_dir / "config.json")
-    runs.save_json(runs.run_info(run.config, run.device, run.ds, run.fingerprint), run.run_dir / "run.json")
+    info = runs.run_info(run.config, run.device, run.ds, run.fingerprint, init_from=run.init,
+                         groups=None if run.groups is None else run.groups.summary())
+    runs.save_json(info, run.run_dir / "run.json")
     runs.save_text("", run.run_dir / "metrics.jsonl")
     run.writer = tensorboard_writer(run.config, run.run_dir)
 
@@ -439,7 +480,7 @@ def train_one_epoch(run: TrainRun, state: TrainState, *, sigint: dict[str, bool]
     or None when Ctrl-C stopped it between two steps."""
     epoch, sched, data = state.epoch + 1, run.schedule, run.data
     if state.perm is None:
-        state.perm = torch.randperm(data.n, generator=state.generators["order"])
+        state.perm = epoch_order(run, state.generators["order"])
         state.acc = new_accumulators(run.config, n=data.n, num_classes=run.ds.num_classes,
                                      embed_dim=run.model.embed_dim, device=run.device)
     state.model.train()
@@ -448,9 +489,10 @@ def train_one_epoch(run: TrainRun, state: TrainState, *, sigint: dict[str, bool]
         while state.step_in_epoch < sched.steps_per_epoch:
             t0 = time.perf_counter()
             idx = distributed.shard(sched.batch(state.perm, state.step_in_epoch).to(run.device))
-            batch = Batch(data.x[idx], data.y_con[idx], data.y_ce[idx], data.labelled[idx], idx)
+            group = None if run.groups is None else run.groups.train[idx]
+            batch = Batch(data.x[idx], data.y_con[idx], data.y_ce[idx], data.labelled[idx], idx, group)
             loss = train_step(run.ctx, batch, generator=state.generators["views"], step=state.global_step,
-                              acc=state.acc)
+                              acc=state.acc, group_weights=state.group_weights)
             _check_finite_loss(float(loss), run, state)  # one host sync per step: NaN check + progress
             if run.config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(state.model.parameters(), run.config.grad_clip)
@@ -472,6 +514,14 @@ def train_one_epoch(run: TrainRun, state: TrainState, *, sigint: dict[str, bool]
         return None
     distributed.reduce_sums(state.acc)  # epoch statistics over all processes
     return averaged_stats(epoch, state)
+
+
+def epoch_order(run: TrainRun, generator: torch.Generator) -> Tensor:
+    """The epoch's order of training rows [N_train]: a permutation, or under config.group_sampling
+    N draws with replacement with probability 1 / n_g (Sagawa et al.'s --reweight_groups)."""
+    if run.config.group_sampling:
+        return torch.multinomial(run.groups.sampling_weights(), run.data.n, replacement=True, generator=generator)
+    return torch.randperm(run.data.n, generator=generator)
 
 
 def _check_finite_loss(value: float, run: TrainRun, state: TrainState) -> None:
@@ -520,18 +570,36 @@ def _contrastive(ctx: StepContext, z: Tensor, labels: Tensor, acc: dict[str, Ten
     return value
 
 
-def _cross_entropy(logits: Tensor, batch: Batch) -> Tensor:
-    """CE over all V views per image, averaged over views, then over the labelled images."""
+def _per_image_cross_entropy(logits: Tensor, batch: Batch) -> Tensor:
+    """CE [B] of each image: over its V views (logits [B, V, K]), averaged over the views."""
     b, v = logits.shape[:2]
     per_view = F.cross_entropy(logits.flatten(0, 1), batch.y_ce.repeat_interleave(v), reduction="none")
-    per_image = per_view.view(b, v).mean(1)
+    return per_view.view(b, v).mean(1)
+
+
+def _cross_entropy(logits: Tensor, batch: Batch) -> Tensor:
+    """CE averaged over views, then over the labelled images."""
+    per_image = _per_image_cross_entropy(logits, batch)
     return (per_image * batch.labelled).sum() / batch.labelled.sum().clamp_min(1)
 
 
+def _group_dro_cross_entropy(logits: Tensor, batch: Batch, dro: Groups, weights: Tensor, eta: float) -> Tensor:
+    """The online Group DRO loss sum_g q_g L_g of the labelled images' per-image CE (float64 for q),
+    with `weights` (q [G]) updated in place to this step's q (Sagawa et al. 2020, Algorithm 1)."""
+    keep = batch.labelled
+    per_image = _per_image_cross_entropy(logits, batch)[keep].double()
+    loss, new_weights = group_dro_loss(per_image, batch.group[keep], weights, eta=eta,
+                                       adjustment=dro.adjustment.to(weights.device))
+    weights.copy_(new_weights)
+    return loss.float()
+
+
 def train_step(ctx: StepContext, batch: Batch, *, generator: torch.Generator, step: int,
-               acc: dict[str, Tensor]) -> Tensor:
+               acc: dict[str, Tensor], group_weights: Tensor | None = None) -> Tensor:
     """Forward and backward for one batch (gradients left in the model for the optimiser);
-    accumulates epoch statistics in `acc` without a host sync. Returns the detached loss."""
+    accumulates epoch statistics in `acc` without a host sync. Returns the detached loss.
+    Under objective "group_dro" (ctx.dro set) the CE term is the Group DRO loss and
+    `group_weights` (q [G], TrainState.group_weights) is updated in place."""
     config = ctx.config
     b, v = batch.x.shape[0], config.views
     xv = ctx.views(batch.x, v, generator).flatten(0, 1)             # [B*V, ...]
@@ -550,7 +618,8 @@ def train_step(ctx: StepContext, batch: Batch, *, generator: torch.Generator, st
         contrastive = _contrastive(ctx, z, labels, acc)
         loss = loss + config.contrastive_weight * contrastive
     if config.protocol != "contrastive_then_probe":
-        ce = _cross_entropy(logits, batch)
+        ce = (_cross_entropy(logits, batch) if ctx.dro is None
+              else _group_dro_cross_entropy(logits, batch, ctx.dro, group_weights, config.gdro_eta))
         loss = loss + config.ce_weight * ce
     ctx.model.zero_grad(set_to_none=True)
     loss.backward()
@@ -596,7 +665,17 @@ def validate(run: TrainRun, state: TrainState) -> dict[str, float]:
         pred = logits.argmax(-1)
     y_val = run.data.y_val
     out["val_acc"] = float((pred == y_val).float().mean()) if len(y_val) else float("nan")
+    if run.groups is not None:
+        out.update(group_val_metrics(pred, y_val, run.groups))
     return out
+
+
+def group_val_metrics(pred: Tensor, y_val: Tensor, groups: Groups) -> dict[str, Any]:
+    """val_group_accuracy {group id: accuracy} (groups with val members) and its minimum,
+    val_worst_group_accuracy."""
+    per_group = group_accuracy(pred, y_val, groups.val, groups.n_groups)
+    scored = {name: float(a) for name, a in zip(groups.names(), per_group) if not math.isnan(float(a))}
+    return {"val_group_accuracy": scored, "val_worst_group_accuracy": min(scored.values(), default=float("nan"))}
 
 
 def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None:
@@ -607,13 +686,17 @@ def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None
         state.history.append(state.acc["example_correct"].cpu())
         if main:
             runs.save_npy(torch.stack(state.history).numpy(), run_dir / "example_correct.npy")
+    if state.group_weights is not None:
+        metrics["group_weights"] = dict(zip(run.groups.names(), state.group_weights.cpu().tolist()))
     no_val = len(run.data.y_val) == 0  # model selection needs a val split: without one, the last epoch
-    metrics["best"] = no_val or metrics["val_acc"] > state.best_val or state.best_epoch == 0
+    score = metrics.get("val_worst_group_accuracy" if run.config.selection == "worst_group" else "val_acc",
+                        float("nan"))
+    metrics["best"] = no_val or score > state.best_val or state.best_epoch == 0
     if metrics["best"]:
-        state.best_val, state.best_epoch = metrics["val_acc"], epoch
+        state.best_val, state.best_epoch = score, epoch
         if main:
-            runs.save_torch({"model": state.model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"]},
-                            run_dir / "best.pt")
+            runs.save_torch({"model": state.model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"],
+                             "selected_by": run.config.selection, "score": score}, run_dir / "best.pt")
     if epoch in run.config.keep_checkpoints and main:
         runs.save_torch({"model": state.model.state_dict(), "epoch": epoch}, run_dir / f"ckpt_epoch{epoch}.pt")
     view = {"model": state.model, "metrics": metrics, "run_dir": run_dir, "epoch": epoch,
