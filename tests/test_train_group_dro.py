@@ -193,7 +193,8 @@ def test_init_from_copies_the_encoder_not_the_head(tmp_path, source_run):
 
 
 def test_init_from_refuses_another_architecture(tmp_path, source_run):
-    with pytest.raises(ValueError, match=r"holds encoder 'cnn-test' .* builds encoder 'cnn-test' with encoder_options {'widths': \[4, 4\]}"):
+    mismatch = r"holds encoder 'cnn-test' .* builds encoder 'cnn-test' with encoder_options {'widths': \[4, 4\]}"
+    with pytest.raises(ValueError, match=mismatch):
         prepare(tiny(tmp_path, init_from=str(source_run), encoder_options={"widths": [4, 4]}), ())
     with pytest.raises(ValueError, match="encoder 'mlp-test'"):
         prepare(tiny(tmp_path, init_from=str(source_run), encoder="mlp-test"), ())
