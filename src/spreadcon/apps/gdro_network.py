@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from spreadcon.group_dro import check_eta
 
@@ -38,13 +37,16 @@ KEPT = ("dataset", "dataset_options", "data_root", "data_seed", "subsample_fract
 
 @dataclass
 class NetworkGroupDRO:
-    """Hyperparameters of the network end models (defaults: Sagawa et al.'s Waterbirds settings
-    where they apply: eta 0.01, C = 2, group-balanced sampling; a CPU-sized epoch budget)."""
+    """Hyperparameters of the network end models. Defaults: Sagawa et al.'s Waterbirds settings
+    where they apply (eta 0.01, C = 2, group-balanced sampling, strong weight decay); epochs, lr
+    and batch chosen on spurious-mnist's worst validation group with the true groups (15 epochs,
+    lr 3e-3, batch 64, weight decay 0.1: 0.83, against 0.26 for 4 epochs at lr 1e-3;
+    docs/robust-training.md)."""
 
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 128
+    epochs: int = 15
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    batch_size: int = 64
     eta: float = 0.01
     adjustment: float = 2.0
     group_sampling: bool = True
@@ -73,7 +75,7 @@ class NetworkGroupDRO:
         robust = method != "erm"
         return TrainConfig(
             **base, protocol="ce", epochs=int(self.epochs), lr=float(self.lr), weight_decay=float(self.weight_decay),
-            batch_size=int(self.batch_size), seed=run_config.seed, objective="group_dro" if robust else "erm",
+            batch_size=int(self.batch_size), views=1, seed=run_config.seed, objective="group_dro" if robust else "erm",
             groups=groups, gdro_eta=float(self.eta), gdro_adjustment=float(self.adjustment),
             group_sampling=bool(self.group_sampling) and robust,
             select_by="worst_group" if robust else "accuracy",
@@ -83,7 +85,7 @@ class NetworkGroupDRO:
     def fit_run(self, run, pseudo_groups: str | Path, *, runs_dir: str | Path) -> dict[str, Path]:
         """Train (or reuse) the three end models of a loaded coarse `run`; {method: run folder}.
 
-        pseudo_groups: the .npz of `write_pseudo_groups` (recovered groups of the train and val
+        pseudo_groups: the .npz of `spreadcon.groups.write_group_file` (recovered groups of the train and val
         splits). The true groups are the dataset's `group` field, else its `stratum`."""
         from spreadcon.runs import train_or_reuse
 
@@ -99,21 +101,11 @@ class NetworkGroupDRO:
 
 
 def _digest(config, groups: str | None) -> str:
-    """A key of the end model's config; a pseudo-group file enters by its content, not its path."""
+    """A key of the end model's config; a pseudo-group file enters by its path and its content
+    (recovered again with other settings, it keys a new end model)."""
     from spreadcon.runs import file_sha256
 
     d = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "device", "progress", "tensorboard")}
     if groups is not None and groups not in ("group", "stratum"):
-        d["groups"] = file_sha256(groups)
+        d["groups_sha256"] = file_sha256(groups)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def write_pseudo_groups(path: str | Path, *, train_index: np.ndarray, train: np.ndarray, val_index: np.ndarray,
-                        val: np.ndarray) -> Path:
-    """The trainer's pseudo-group file (TrainConfig.groups): dataset row positions and group ids
-    of the train and val splits, as int64 arrays."""
-    from spreadcon.runs import save_npz
-
-    arrays = {"train_index": train_index, "train": train, "val_index": val_index, "val": val}
-    save_npz(Path(path), **{k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()})
-    return Path(path)

@@ -31,9 +31,10 @@ import numpy as np
 from sklearn.base import clone
 
 from spreadcon.apps.gdro import GroupDRO
-from spreadcon.apps.gdro_network import NetworkGroupDRO, write_pseudo_groups
+from spreadcon.apps.gdro_network import NetworkGroupDRO
 from spreadcon.apps.strata import StrataRecovery, check_embeddings, recovery_scores
 from spreadcon.evaluate.metrics import group_metrics
+from spreadcon.groups import write_group_file
 
 METHODS = ("erm", "gdro_pseudo", "gdro_true", "run_head")
 SPLIT_NAMES = ("train", "val", "test")
@@ -115,7 +116,7 @@ def robustness_network(run, splits: dict[str, dict[str, np.ndarray]], *, recover
 
     result, recovery, pseudo_val = recover(splits, recovery=recovery, normalize=normalize)
     result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
-    path = write_pseudo_groups(Path(out_dir) / "pseudo_groups.npz", train_index=splits["train"]["index"],
+    path = write_group_file(Path(out_dir) / "pseudo_groups.npz", train_index=splits["train"]["index"],
                                train=recovery.pseudo_groups_, val_index=splits["val"]["index"], val=pseudo_val)
     dirs = end_model.fit_run(run, path, runs_dir=runs_dir if runs_dir is not None else Path(out_dir) / "end_models")
     g_train, test = true_groups(splits["train"]), splits["test"]

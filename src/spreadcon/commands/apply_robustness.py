@@ -50,9 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="group-size adjustment C (default: 2 for network, as Sagawa on Waterbirds; 0 for linear-frozen)")
     dro.add_argument("--reweight-groups", action=argparse.BooleanOptionalAction, default=None,
                      help="group-balanced minibatches, Sagawa's --reweight_groups (default: on for network, off for linear-frozen)")
-    dro.add_argument("--gdro-epochs", type=int, default=None, help="epochs of the end models (default 10 network, 50 linear-frozen)")
-    dro.add_argument("--lr", type=float, default=1e-3, help="learning rate of the network end models (default 1e-3)")
-    dro.add_argument("--weight-decay", type=float, default=None, help="L2 of the end models (default 1e-4 network, 1e-3 linear-frozen)")
+    dro.add_argument("--gdro-epochs", type=int, default=None, help="epochs of the end models (default 15 network, 50 linear-frozen)")
+    dro.add_argument("--lr", type=float, default=3e-3, help="learning rate of the network end models (default 3e-3)")
+    dro.add_argument("--weight-decay", type=float, default=None, help="L2 of the end models (default 0.1 network, 1e-3 linear-frozen)")
     parser.set_defaults(func=run)
 
 
@@ -73,7 +73,7 @@ def estimators(args: argparse.Namespace) -> tuple:
         return value if value is not None else (if_network if network else if_linear)
 
     options = {"eta": args.eta, "adjustment": pick(args.adjustment, 2.0, 0.0),
-               "epochs": pick(args.gdro_epochs, 10, 50), "weight_decay": pick(args.weight_decay, 1e-4, 1e-3)}
+               "epochs": pick(args.gdro_epochs, 15, 50), "weight_decay": pick(args.weight_decay, 0.1, 1e-3)}
     try:
         if network:
             end_model = NetworkGroupDRO(**options, lr=args.lr, init=args.init,
