@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from spreadcon.group_dro import check_eta
 
 INITS = ("scratch", "run")
