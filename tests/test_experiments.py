@@ -214,7 +214,7 @@ def test_dataset_override():
     from spreadcon.experiments.runner import output_dir, resolve_config
 
     cfg = resolve_config(EXPERIMENTS["fig4-transfer"], "small", False, "digits-coarse")
-    assert list(cfg["datasets"]) == ["digits-coarse"] and cfg["datasets"]["digits-coarse"]["epochs"] == 30
+    assert list(cfg["datasets"]) == ["digits-coarse"] and cfg["datasets"]["digits-coarse"]["batch_size"] == 64
     assert resolve_config(EXPERIMENTS["sweep"], "small", False, "digits")["dataset"] == "digits"
     with pytest.raises(ValueError, match="does not take a dataset"):
         resolve_config(EXPERIMENTS["theory"], "small", False, "digits")

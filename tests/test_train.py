@@ -341,3 +341,15 @@ def test_compiled_step_trains_and_saves_the_plain_model(tmp_path):
     assert load_run(run_dir).embeddings("test")["logits"].shape[1] == 10
     with pytest.raises(ValueError, match="not a torch.compile backend"):
         train(tiny(tmp_path, "bad", compile="nope"))
+
+
+def test_augment_recipe_is_a_config_key_that_changes_the_views(tmp_path):
+    with pytest.raises(ValueError, match=r"augment='simclr'; choose one of \['ours', 'authors'\]"):
+        tiny(tmp_path, augment="simclr")
+    ours = train(tiny(tmp_path, "ours", epochs=1))
+    authors = train(tiny(tmp_path, "authors", epochs=1, augment="authors"))
+    assert TrainConfig.from_json((authors / "config.json").read_text()).augment == "authors"
+    a, b = params(ours), params(authors)  # same seed and data: only the views differ
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="recipe 'authors' is an image augmentation"):
+        train(tiny(tmp_path, "vec", dataset="strata", encoder="mlp-test", augment="authors"))

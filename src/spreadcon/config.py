@@ -40,6 +40,7 @@ class TrainConfig:
     labelled_fraction: float = 1.0      # fraction of train labels the CE head may see
     ce_labels: str = "clean"            # CE head targets: "clean" (pre-noise) or "noisy" labels
     views: int = 2                      # augmented views per image (V)
+    augment: str = "ours"               # views recipe: "ours" (digits: shifts) | "authors" (crop 0.2-1, flip, jitter)
     train_subset: str | None = None     # .npy of positions in the train split to keep (e.g. a coreset)
     # model
     encoder: str = "cnn"
@@ -95,6 +96,10 @@ class TrainConfig:
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name), _KINDS[f.name]))
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r}; choose one of {list(PROTOCOLS)}")
+        from spreadcon.data.views import RECIPES
+
+        if self.augment not in RECIPES:
+            raise ValueError(f"augment={self.augment!r}; choose one of {list(RECIPES)} (the views recipe)")
         if self.ce_labels not in CE_LABELS:
             raise ValueError(f"ce_labels={self.ce_labels!r}; choose one of {list(CE_LABELS)}")
         self._check_ranges()

@@ -352,7 +352,7 @@ def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
     memory_format = torch.channels_last if config.channels_last and ds.is_image else None
     if memory_format is not None:  # NHWC convolutions: faster for conv nets on most CPUs and GPUs
         model = model.to(memory_format=memory_format)
-    views = default_views(ds)
+    views = default_views(ds, config.augment)
     data = train_data(ds, config, device)
     check_shapes(model, views, data.x, config, device)
     schedule = Schedule(data.n, config.batch_size, config.epochs, config.warmup_epochs)

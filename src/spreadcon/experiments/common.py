@@ -29,12 +29,14 @@ UNHASHED = ("out_dir", "device", "progress", "tensorboard", "data_root", "seed")
 EVALS = ("transfer", "geometry", "val", "strata")
 PROBE = {"epochs": 100, "lr": 1e-3}  # SPEC.md: coarse-to-fine probe of the authors' code
 
-# Small scale (2 CPU cores): a narrow `cnn`, 8 epochs at lr 1e-3, the joint CE head (lr 3e-4,
-# the paper's, barely moves this net in 8 epochs). The 8x8 digits sets are about 20x cheaper
-# per epoch and get 30 epochs.
-SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn", "encoder_options": {"widths": [16, 32, 64], "out_dim": 64},
-                               "epochs": 8, "lr": 1e-3}
-DIGITS: dict[str, Any] = {"epochs": 30}
+# Small scale (2 CPU cores): the demo's recipe, chosen on validation (docs/recipes.md, issue 16):
+# the `cnn-digits` net (two conv-BN stages 16/32 flattened into a 256-d h) with a projection head
+# (h -> MLP -> 128-d z for the loss; probes read h), Adam lr 1e-3 (weight decay 0), batch 256, 30
+# epochs, the joint CE head. The 8x8 digits sets have 1,300 training images: batch 64 gives them
+# 20 steps an epoch (not validated separately).
+SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn-digits", "encoder_options": {"proj_dim": 128, "proj_hidden": 256},
+                               "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0}
+DIGITS: dict[str, Any] = {"batch_size": 64}
 # Full scale: the authors' ViT recipe (SPEC.md; TrainConfig's defaults are its optimiser settings).
 VIT: dict[str, Any] = {"encoder": "vit", "epochs": 600}
 # The paper's ResNet50 datasets (Waterbirds, ISIC): contrastive loss alone, then a linear probe.

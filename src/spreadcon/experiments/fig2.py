@@ -73,7 +73,7 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
 
 EXPERIMENTS = [Experiment(
     name="fig2", summary="Figure 2: intra-class cosine and rare vs common strata, L_SC vs L_spread (+ t-SNE)",
-    cpu_minutes=6, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=15, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
     smoke=lambda cfg: {**common.smoke_grid(cfg, 1), "tsne_points": 100},
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("geometry",)),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,

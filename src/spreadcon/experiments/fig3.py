@@ -92,7 +92,7 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
 
 EXPERIMENTS = [Experiment(
     name="fig3", summary="Figure 3: strata tightness and distance from the class centre against stratum size",
-    cpu_minutes=6, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=15, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
     smoke=lambda cfg: {**common.smoke_grid(cfg, 1), "tsne_points": 100},
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("strata",)),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec, claims=claims,

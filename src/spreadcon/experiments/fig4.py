@@ -11,7 +11,7 @@ ISIC). Transfer: train on coarse labels, freeze, fit a linear classifier on the 
 training labels. Each dataset's L_spread (tau, alpha) is the paper's final choice (Appendix E.2);
 L_SS and L_SC use tau 0.5 (the paper swept it but does not report the choice).
 
-Small scale (embedded data, a narrow `cnn`, 8 epochs; 30 on the 8x8 digits; 2 CPU cores):
+Small scale (embedded data, the demo's recipe: `cnn-digits` + projection head, 30 epochs; 2 CPU cores):
 MNIST-5k-Coarse stands in for MNIST-Coarse, MNIST-5k-Coarse-U for CIFAR100-Coarse-U,
 spurious-MNIST for Waterbirds, digits for MNIST (MNIST-5k itself is in table2-attract). Expected (the paper): L_spread >= L_SC on end accuracy in most rows, and the best
 transfer in every coarse row; at this scale differences are within a point or two, and the
@@ -172,14 +172,14 @@ def _transfer_claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tu
 
 END_MODEL = Experiment(
     name="fig4-end-model", summary="Figure 4 (left): end-model accuracy of L_SS, L_SC, L_spread per dataset",
-    cpu_minutes=28, module=__name__, config=_config(end_small, end_full), smoke=_smoke,
+    cpu_minutes=60, module=__name__, config=_config(end_small, end_full), smoke=_smoke,
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ()),
     execute=common.train_and_evaluate, report=_end_report, validate=_validate,
     claims=_end_claims,
 )
 TRANSFER = Experiment(
     name="fig4-transfer", summary="Figure 4 (right): coarse-to-fine transfer of L_SS, L_SC, L_spread embeddings",
-    cpu_minutes=22, module=__name__, config=_config(transfer_small, transfer_full, transfer_medium), smoke=_smoke,
+    cpu_minutes=45, module=__name__, config=_config(transfer_small, transfer_full, transfer_medium), smoke=_smoke,
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, cfg.get("evals", ("transfer",))),
     execute=common.train_and_evaluate, report=_transfer_report, validate=_validate,
     claims=_transfer_claims, scales=("small", "medium", "full"),

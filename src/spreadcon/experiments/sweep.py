@@ -148,7 +148,7 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
 
 EXPERIMENTS = [Experiment(
     name="sweep", summary="Appendix E.2: alpha at tau 0.5, then tau for the two best alphas (val accuracy)",
-    cpu_minutes=25, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=60, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
     smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
     claims=claims,
 )]

@@ -54,7 +54,7 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
 
 EXPERIMENTS = [Experiment(
     name="table2-attract", summary="Table 2: L_attract alone vs L_SS, L_SC, L_spread (end-model accuracy)",
-    cpu_minutes=23, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=50, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
     smoke=lambda cfg: common.smoke_grid(cfg, 1),
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ()),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
