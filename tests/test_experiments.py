@@ -302,3 +302,17 @@ def test_training_run_resumes_after_a_crash(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]  # epoch 1 kept from before the crash, epoch 2 trained once
     assert 0.0 <= row["coarse_accuracy"] <= 1.0 and row["run_dir"] == str(run_dir)
+
+
+def test_transfer_margin_claim_needs_five_points_beyond_the_seed_spread():
+    from spreadcon.experiments.fig4 import _margin_claims
+
+    def rows(spread, supcon):
+        return ([{"dataset": "d", "loss": "spread", "seed": s, "fine_transfer_accuracy": v} for s, v in enumerate(spread)]
+                + [{"dataset": "d", "loss": "supcon", "seed": s, "fine_transfer_accuracy": v} for s, v in enumerate(supcon)])
+
+    (claim, verdict), = _margin_claims(rows([0.60, 0.62], [0.54, 0.54]), points=5.0)
+    assert "at least 5 points" in claim and verdict.startswith("yes; margin +7.0 points")
+    assert _margin_claims(rows([0.58, 0.59], [0.54, 0.54]), points=5.0)[0][1].startswith("no; margin +4.5")
+    # six points, but the seeds scatter by more than that: not beyond the spread
+    assert _margin_claims(rows([0.50, 0.70], [0.54, 0.54]), points=5.0)[0][1].startswith("no; margin +6.0")
