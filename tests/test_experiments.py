@@ -316,3 +316,13 @@ def test_transfer_margin_claim_needs_five_points_beyond_the_seed_spread():
     assert _margin_claims(rows([0.58, 0.59], [0.54, 0.54]), points=5.0)[0][1].startswith("no; margin +4.5")
     # six points, but the seeds scatter by more than that: not beyond the spread
     assert _margin_claims(rows([0.50, 0.70], [0.54, 0.54]), points=5.0)[0][1].startswith("no; margin +6.0")
+
+
+def test_fig5_target_claims_count_a_shared_true_group_model_once():
+    from spreadcon.experiments.fig5_robustness import _target_claims
+
+    rows = [{"dataset": "d", "loss": loss, "seed": s, "gdro_true_worst_group": 0.80 + 0.02 * s,
+             "gdro_pseudo_worst_group": 0.79 if loss == "spread" else 0.5} for loss in ("ce", "spread") for s in range(3)]
+    (c1, v1), (c2, v2) = _target_claims(rows)
+    assert "reaches 80%" in c1 and v1 == f"yes; 82.0 ± {2.0:.1f}"  # three distinct values, not six
+    assert v2.startswith("yes; recovered 79.0") and "gap 3.0 points" in v2
