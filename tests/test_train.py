@@ -353,3 +353,25 @@ def test_augment_recipe_is_a_config_key_that_changes_the_views(tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="recipe 'authors' is an image augmentation"):
         train(tiny(tmp_path, "vec", dataset="strata", encoder="mlp-test", augment="authors"))
+
+
+def test_head_input_h_is_the_standard_protocol_ce_head_before_the_projection(tmp_path):
+    from spreadcon.runs import load_run
+
+    proj = {"proj_dim": 8, "proj_hidden": 32}
+    with pytest.raises(ValueError, match="head_input='x'; choose 'z'"):
+        tiny(tmp_path, head_input="x")
+    for protocol in ("joint", "contrastive_then_probe"):
+        run_dir = train(tiny(tmp_path, protocol, epochs=1, encoder_options=proj, head_input="h", protocol=protocol,
+                             probe_epochs=2))
+        model = load_run(run_dir).model
+        assert model.head.in_features == model.encoder.feature_dim != model.embed_dim
+        x = torch.randn(4, 1, 8, 8)
+        z, logits = model(x)
+        with torch.no_grad():  # the logits read h: scrambling the projection head changes z, not them
+            for p in model.encoder.proj.parameters():
+                p.add_(torch.randn_like(p))
+        z2, logits2 = model(x)
+        assert not torch.allclose(z, z2) and torch.equal(logits, logits2)
+        test = load_run(run_dir).embeddings("test")
+        assert test["logits"].shape[1] == model.num_classes and test["features"].shape[1] == model.encoder.feature_dim

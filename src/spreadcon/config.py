@@ -45,6 +45,7 @@ class TrainConfig:
     # model
     encoder: str = "cnn"
     encoder_options: dict[str, Any] = field(default_factory=dict)  # passed to build_encoder
+    head_input: str = "z"               # the CE head reads "z" (the loss's input) or "h" (before encoder.proj)
     # objective
     protocol: str = "joint"             # "joint" | "contrastive_then_probe" | "ce"
     loss: str = "spread"                # a key of spreadcon.losses.LOSSES (ignored by protocol "ce")
@@ -98,6 +99,9 @@ class TrainConfig:
             raise ValueError(f"protocol={self.protocol!r}; choose one of {list(PROTOCOLS)}")
         from spreadcon.data.views import RECIPES
 
+        if self.head_input not in ("z", "h"):
+            raise ValueError(f"head_input={self.head_input!r}; choose 'z' (the loss's input, the paper's "
+                             f"protocol) or 'h' (the backbone output before the projection head)")
         if self.augment not in RECIPES:
             raise ValueError(f"augment={self.augment!r}; choose one of {list(RECIPES)} (the views recipe)")
         if self.ce_labels not in CE_LABELS:

@@ -129,7 +129,7 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         encoder = build_encoder(config.encoder, tuple(input_shape), **config.encoder_options)
-        return Classifier(encoder, num_classes)
+        return Classifier(encoder, num_classes, head_input=config.head_input)
 
 
 def init_encoder(model: Classifier, config: TrainConfig) -> dict[str, Any] | None:

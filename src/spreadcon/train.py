@@ -752,7 +752,9 @@ def fit_probe(model: Classifier, ds, views, config: TrainConfig, device: torch.d
     from spreadcon.evaluate.probes import fit_linear
 
     rows = torch.nonzero(ds.split == 0).squeeze(1)
-    emb, _ = predict(model, ds.x[rows], prepare=views.prepare, batch_size=config.eval_batch_size, device=device)
+    emb, _, h = predict(model, ds.x[rows], prepare=views.prepare, batch_size=config.eval_batch_size, device=device,
+                        features=True)
+    emb = h if model.head_input == "h" else emb
     target = (ds.clean_label if config.ce_labels == "clean" and ds.clean_label is not None else ds.label)[rows]
     if ds.labelled is not None:
         emb, target = emb[ds.labelled[rows]], target[ds.labelled[rows]]

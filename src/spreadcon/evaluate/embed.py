@@ -53,9 +53,8 @@ def predict(model: nn.Module, x: Tensor, *, prepare: Prepare | None = None, batc
     """
     outs: list[list[Tensor]] = [[], [], []]
     for xb in _prepared_batches(model, x, prepare=prepare, batch_size=batch_size, device=device):
-        h = model.encoder.forward_features(xb) if features else None
-        e = model.encoder.proj(h) if features else model.forward_features(xb)
-        for out, t in zip(outs, (e, model.forward_head(e), h)):
+        e, logits, h = model.forward_all(xb)
+        for out, t in zip(outs, (e, logits, h if features else None)):
             if t is not None:
                 out.append(t.float().cpu())
     if not outs[0]:

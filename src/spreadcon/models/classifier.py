@@ -6,7 +6,9 @@
 
 Unlike timm, `forward` returns both: the trainer's two objectives (the contrastive loss on the
 normalised embedding, cross-entropy on the logits, Section 5 of the paper) read one forward pass.
-The projection head, when there is one, is `encoder.proj`; the cross-entropy head is `head`.
+The projection head, when there is one, is `encoder.proj`; the cross-entropy head is `head`. It
+reads z (`head_input="z"`, the paper's protocol: loss and CE on one output) or the backbone
+output h before the projection (`head_input="h"`, the standard protocol since SimCLR/SupCon).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+HEAD_INPUTS = ("z", "h")
+
+
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, *, head_input: str = "z") -> None:
         super().__init__()
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
         self.encoder = encoder
-        self.head = nn.Linear(encoder.embed_dim, num_classes)
+        self.head_input = head_input
+        self.head = nn.Linear(encoder.feature_dim if head_input == "h" else encoder.embed_dim, num_classes)
 
     @property
     def embed_dim(self) -> int:
@@ -33,9 +41,15 @@ class Classifier(nn.Module):
         return self.encoder(x)
 
     def forward_head(self, embedding: Tensor) -> Tensor:
-        """embedding [B, D] -> logits [B, K]."""
+        """embedding [B, D] (z, or h [B, F] with head_input "h") -> logits [B, K]."""
         return self.head(embedding)
 
+    def forward_all(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x -> (z [B, D], logits [B, K], h [B, F]); h is z without a projection head."""
+        h = self.encoder.forward_features(x)
+        z = self.encoder.proj(h)
+        return z, self.forward_head(h if self.head_input == "h" else z), h
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.forward_features(x)
-        return z, self.forward_head(z)
+        z, logits, _ = self.forward_all(x)
+        return z, logits
