@@ -93,6 +93,13 @@ STAGES["C"] = [  # around the chosen recipe (standard protocol, L_spread)
 ]
 
 
+STAGES["H"] = [  # the fully standard protocol: the CE head reads h too (TrainConfig.head_input)
+    (f"H-proj-{loss}-ce-on-h", _with(PROJ_SPREAD, loss=loss, alpha=alpha, head_input="h"),
+     f"B-proj-{loss}{'-' + str(alpha) if loss == 'spread' else ''} with the CE head on h")
+    for loss, alpha in (("spread", 0.16), ("supcon", 0.5), ("simclr", 0.5))
+]
+
+
 CIFAR_ROOT = "/tmp/recipes-data"  # python /work/shared/data/materialize.py /tmp/recipes-data --only cifar10
 MEDIUM = dict(STRONG, dataset="cifar10-coarse", data_root=CIFAR_ROOT, subsample_fraction=0.2, epochs=5,
               encoder_options={"widths": [16, 32, 64], "flatten": True, "out_dim": 256, **PROJ})
@@ -216,12 +223,25 @@ def test_table() -> str:
     return "\n".join(lines)
 
 
-def write_tables() -> None:
+OWN_MARKERS = ("H",)  # stages whose table sits between their own markers (written by `tables H`)
+
+
+def write_tables(stages: list[str]) -> None:
+    """Rewrite the tables of `stages` (default: every stage without its own markers, and the test
+    check) from their run folders; other stages' tables are left as they are."""
     text = DOC.read_text()
-    begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
-    tables = "\n\n".join([*(stage_table(s) for s in STAGES), test_table()])
+    if not stages:
+        tables = "\n\n".join([*(stage_table(s) for s in STAGES if s not in OWN_MARKERS), test_table()])
+        text = _between(text, "tables", tables)
+    for stage in stages:
+        text = _between(text, f"tables-{stage}", stage_table(stage))
+    DOC.write_text(text)
+
+
+def _between(text: str, marker: str, body: str) -> str:
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     head, rest = text.split(begin)
-    DOC.write_text(f"{head}{begin}\n{tables}\n{end}{rest.split(end)[1]}")
+    return f"{head}{begin}\n{body}\n{end}{rest.split(end)[1]}"
 
 
 def test_check(names: list[str]) -> None:
@@ -254,7 +274,7 @@ def main(argv: list[str]) -> None:
                 path.write_text(json.dumps({**old, **evaluate(path.parent)}, indent=1) + "\n")
                 print(path.parent.name, flush=True)
     elif argv[:1] == ["tables"]:
-        write_tables()
+        write_tables(argv[1:])
     elif argv[:1] == ["test"]:
         test_check(argv[1:])
     else:
