@@ -158,7 +158,7 @@ def test_overrides_merge_into_the_config_and_smoke_goes_to_its_own_folder(tmp_pa
     from spreadcon.experiments.runner import resolve_config
 
     cfg = resolve_config(EXPERIMENTS["fig4-transfer"], "small", False, overrides={"train": {"epochs": 3}})
-    assert cfg["train"]["epochs"] == 3 and cfg["train"]["encoder"] == "cnn"  # merged, not replaced
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["encoder"] == "cnn-digits"  # merged, not replaced
     exp = _counting_experiment([])
     assert run_experiment(exp, out=tmp_path, smoke=True, seeds=1, verbose=False) == tmp_path / "toy-smoke"
     assert run_experiment(exp, out=tmp_path, exp_dir=tmp_path / "here", verbose=False) == tmp_path / "here"
