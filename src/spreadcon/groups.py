@@ -156,13 +156,6 @@ def check_groups(groups: Groups, *, robust: bool, worst_group: bool) -> None:
                          f"val members")
 
 
-def group_accuracy(pred: Tensor, target: Tensor, group: Tensor, n_groups: int) -> Tensor:
-    """Accuracy per group [G] (NaN for a group without members) of pred, target, group [N]."""
-    correct = torch.zeros(n_groups, dtype=torch.float64).index_add(0, group, (pred == target).double())
-    counts = torch.bincount(group, minlength=n_groups).double()
-    return torch.where(counts > 0, correct / counts.clamp(min=1), torch.full_like(counts, float("nan")))
-
-
 def write_group_file(path: str | Path, *, train_index: Any, train: Any, val_index: Any, val: Any) -> Path:
     """Write a pseudo-group .npz (the format in this module's docstring); returns its path."""
     arrays = {k: np.asarray(v) for k, v in

@@ -77,7 +77,8 @@ from spreadcon.checkpoint import TrainState, load_checkpoint, read_checkpoint, r
 from spreadcon.config import TrainConfig
 from spreadcon.evaluate.embed import predict
 from spreadcon.group_dro import group_dro_loss
-from spreadcon.groups import Groups, build_groups, check_groups, group_accuracy
+from spreadcon.evaluate.metrics import group_accuracy
+from spreadcon.groups import Groups, build_groups, check_groups
 from spreadcon.models.classifier import Classifier
 
 __all__ = ["Callback", "TrainState", "build_loss", "fit_probe", "lr_factor", "rng_state", "set_rng_state",
@@ -673,8 +674,8 @@ def validate(run: TrainRun, state: TrainState) -> dict[str, float]:
 def group_val_metrics(pred: Tensor, y_val: Tensor, groups: Groups) -> dict[str, Any]:
     """val_group_accuracy {group id: accuracy} (groups with val members) and its minimum,
     val_worst_group_accuracy."""
-    per_group = group_accuracy(pred, y_val, groups.val, groups.n_groups)
-    scored = {name: float(a) for name, a in zip(groups.names(), per_group) if not math.isnan(float(a))}
+    names = groups.names()  # the source's ids of the compact ids 0..G-1
+    scored = {names[g]: a for g, a in group_accuracy(pred, y_val, groups.val).items()}
     return {"val_group_accuracy": scored, "val_worst_group_accuracy": min(scored.values(), default=float("nan"))}
 
 

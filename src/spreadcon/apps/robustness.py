@@ -61,12 +61,12 @@ def _check_splits(splits: dict[str, dict[str, np.ndarray]], normalize: bool) -> 
     return X
 
 
-def recover(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataRecovery | None = None,
-            normalize: bool = True) -> tuple[dict[str, Any], StrataRecovery, np.ndarray]:
-    """Steps 1-2: (JSON-ready recovery results, the fitted recovery, the val pseudo-groups [N_val])."""
+def recover(splits: dict[str, dict[str, np.ndarray]], X: dict[str, np.ndarray], *,
+            recovery: StrataRecovery | None = None) -> tuple[dict[str, Any], StrataRecovery, np.ndarray]:
+    """Steps 1-2 on the checked embeddings X (`_check_splits`): (JSON-ready recovery results, the
+    fitted recovery, the val pseudo-groups [N_val])."""
     recovery = clone(recovery if recovery is not None else StrataRecovery())
     recovery._check_params()  # bad settings fail before any work
-    X = _check_splits(splits, normalize)
     g = {s: true_groups(splits[s]) for s in ("train", "val")}
     recovery.fit(X["train"], np.asarray(splits["train"]["label"]))
     pseudo_val = recovery.predict(X["val"], np.asarray(splits["val"]["label"]))
@@ -89,9 +89,9 @@ def robustness(splits: dict[str, dict[str, np.ndarray]], *, recovery: StrataReco
     (defaults: GEORGE's StrataRecovery(), Sagawa's GroupDRO())."""
     end_model = end_model if end_model is not None else GroupDRO()
     clone(end_model).set_params(robust=True)._check_params()
-    result, recovery, pseudo_val = recover(splits, recovery=recovery, normalize=normalize)
-    result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
     X = _check_splits(splits, normalize)
+    result, recovery, pseudo_val = recover(splits, X, recovery=recovery)
+    result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
     y = {s: np.asarray(splits[s]["label"]) for s in SPLIT_NAMES}
     g = {s: true_groups(splits[s]) for s in SPLIT_NAMES}
     fits = {"erm": (False, "average", None, None),
@@ -114,7 +114,7 @@ def robustness_network(run, splits: dict[str, dict[str, np.ndarray]], *, recover
     OUT/pseudo_groups.npz; the end models' run folders to `runs_dir` (default OUT/end_models)."""
     from spreadcon.runs import checkpoint_id, load_run
 
-    result, recovery, pseudo_val = recover(splits, recovery=recovery, normalize=normalize)
+    result, recovery, pseudo_val = recover(splits, _check_splits(splits, normalize), recovery=recovery)
     result["config"] = {"recovery": recovery.get_params(), "end_model": end_model.get_params(), "normalize": normalize}
     path = write_group_file(Path(out_dir) / "pseudo_groups.npz", train_index=splits["train"]["index"],
                                train=recovery.pseudo_groups_, val_index=splits["val"]["index"], val=pseudo_val)

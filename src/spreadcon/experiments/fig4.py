@@ -151,11 +151,6 @@ def _smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     return common.smoke_grid(cfg, n_datasets=1)
 
 
-def _validate(spec) -> None:
-    if "floor" not in spec.params:
-        common.validate_train_spec(spec)
-
-
 def _end_claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
     return (common.winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="spread",
                                  against=("supcon",), what="is more accurate than L_SC")
@@ -199,14 +194,14 @@ END_MODEL = Experiment(
     name="fig4-end-model", summary="Figure 4 (left): end-model accuracy of L_SS, L_SC, L_spread per dataset",
     cpu_minutes=60, module=__name__, config=_config(end_small, end_full), smoke=_smoke,
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ()),
-    execute=common.train_and_evaluate, report=_end_report, validate=_validate,
+    execute=common.train_and_evaluate, report=_end_report, validate=common.validate_train_spec,
     claims=_end_claims,
 )
 TRANSFER = Experiment(
     name="fig4-transfer", summary="Figure 4 (right): coarse-to-fine transfer of L_SS, L_SC, L_spread embeddings",
     cpu_minutes=45, module=__name__, config=_config(transfer_small, transfer_full, transfer_medium), smoke=_smoke,
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, cfg.get("evals", ("transfer",))),
-    execute=common.train_and_evaluate, report=_transfer_report, validate=_validate,
+    execute=common.train_and_evaluate, report=_transfer_report, validate=common.validate_train_spec,
     claims=_transfer_claims, scales=("small", "medium", "full"),
 )
 EXPERIMENTS = [END_MODEL, TRANSFER]
