@@ -1,21 +1,29 @@
-"""Trainer throughput against a bare PyTorch loop doing the same work, side by side.
+"""Trainer throughput against a bare PyTorch loop doing the same work, and what each CPU speed
+option buys, side by side in one run.
 
-    python benchmarks/trainer.py                      # mnist5k-coarse, cnn, L_spread + CE head, 3 epochs
+    python benchmarks/trainer.py                      # the demo recipe (mnist5k-coarse, cnn-digits + projection head)
+    python benchmarks/trainer.py --threads 1 --options  # + before/after: AdamW loop/foreach/fused, NHWC, torch.compile
     python benchmarks/trainer.py --encoder cnn-test --dataset digits --epochs 4 --threads 1
-    python benchmarks/trainer.py --channels-last      # NHWC layout in both loops
 
 Both loops start from the same weights and draw the same batches and the same augmented views
 (same seeded generators), run the same forward (encoder, L2-normalise, L_spread, CE head on every
 view), backward and AdamW + cosine step. The bare loop does nothing else; the trainer also does
 everything it does in real use: per-step NaN check and progress statistics, per-epoch validation,
 metrics.jsonl, atomic checkpoints, best.pt. Throughput is training images per second of wall time
-over whole epochs (the first epoch of each is warm-up and not counted); the two alternate for
-`--rounds` rounds so that machine load hits both alike. Target: trainer >= 90% of the bare loop.
+over whole epochs (the first epoch of each is warm-up, and with torch.compile also the compile,
+and is not counted); the variants alternate for `--rounds` rounds so that machine load hits all
+alike. Target: trainer >= 90% of the bare loop.
+
+`--options` measures the bare loop from PyTorch's CPU defaults ("before": AdamW's per-parameter
+loop, NCHW, eager) through each option the trainer uses or offers ("after": foreach AdamW, the
+trainer's default; fused AdamW; channels_last; torch.compile with inductor), and the trainer
+with the options it exposes (TrainConfig.channels_last, TrainConfig.compile).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -28,6 +36,7 @@ import torch.nn.functional as F
 from spreadcon import runs
 from spreadcon.config import TrainConfig
 from spreadcon.data.views import default_views
+from spreadcon.experiments.common import SMALL_TRAIN
 from spreadcon.train import build_loss, lr_factor, train
 
 
@@ -50,13 +59,15 @@ def trainer_throughput(config: TrainConfig, n_train: int) -> float:
     return n_train * len(spans) / sum(spans)
 
 
-def bare_throughput(config: TrainConfig) -> float:
-    """The same computation in a plain loop."""
+def bare_throughput(config: TrainConfig, optimizer: str = "foreach") -> float:
+    """The same computation in a plain loop; optimizer: AdamW as a per-parameter "loop" (PyTorch's
+    CPU default), "foreach" (the trainer's) or "fused"."""
     device = runs.resolve_device(config.device)
     ds = runs.build_dataset(config)
     model = runs.build_model(config, ds.input_shape, ds.num_classes).to(device)
     fmt = torch.channels_last if config.channels_last and ds.is_image else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    step_model = model if config.compile is None else torch.compile(model, backend=config.compile)
     loss_fn = build_loss(config)
     views = default_views(ds)
     rows = torch.nonzero(ds.split == 0).squeeze(1)
@@ -65,7 +76,8 @@ def bare_throughput(config: TrainConfig) -> float:
     steps = math.ceil(n / b)
     total = steps * config.epochs
     warmup = round(config.warmup_epochs * steps)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[optimizer]
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **kind)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
     order = torch.Generator().manual_seed(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -75,7 +87,7 @@ def bare_throughput(config: TrainConfig) -> float:
         for idx in torch.randperm(n, generator=order).split(b):
             idx = idx.to(device)
             xv = views(x[idx], v, gen).flatten(0, 1).contiguous(memory_format=fmt)
-            emb, logits = model(xv)
+            emb, logits = step_model(xv)
             emb = emb.view(len(idx), v, -1)
             loss = (config.contrastive_weight * loss_fn(F.normalize(emb, dim=-1), y[idx])
                     + config.ce_weight * F.cross_entropy(logits, y[idx].repeat_interleave(v)))
@@ -90,38 +102,71 @@ def bare_throughput(config: TrainConfig) -> float:
     return n * len(spans) / sum(spans)
 
 
+def variants(config: TrainConfig, options: bool) -> dict[str, tuple[str, callable]]:
+    """name -> (settings in words, a function measuring img/s)."""
+    n_train = int((runs.build_dataset(config).split == 0).sum())
+    base = dataclasses.replace(config, channels_last=False, compile=None)
+    nhwc = dataclasses.replace(base, channels_last=True)
+    compiled = dataclasses.replace(base, compile="inductor")
+    if not options:
+        return {"bare PyTorch": ("", lambda: bare_throughput(config)),
+                "spreadcon.train": ("", lambda: trainer_throughput(config, n_train))}
+    return {
+        "bare, before": ("AdamW loop, NCHW, eager", lambda: bare_throughput(base, "loop")),
+        "bare, foreach": ("AdamW foreach, NCHW, eager", lambda: bare_throughput(base, "foreach")),
+        "bare, fused": ("AdamW fused, NCHW, eager", lambda: bare_throughput(base, "fused")),
+        "bare, channels_last": ("AdamW foreach, NHWC, eager", lambda: bare_throughput(nhwc, "foreach")),
+        "bare, compile": ("AdamW foreach, NCHW, inductor", lambda: bare_throughput(compiled, "foreach")),
+        "spreadcon.train": ("defaults (foreach, NCHW, eager)", lambda: trainer_throughput(base, n_train)),
+        "spreadcon.train, channels_last": ("channels_last=True", lambda: trainer_throughput(nhwc, n_train)),
+        "spreadcon.train, compile": ('compile="inductor"', lambda: trainer_throughput(compiled, n_train)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist5k-coarse")
-    parser.add_argument("--encoder", default="cnn")
+    parser.add_argument("--encoder", default=SMALL_TRAIN["encoder"])
     parser.add_argument("--epochs", type=int, default=3, help="per measurement; the first is warm-up")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=SMALL_TRAIN["batch_size"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--channels-last", action="store_true", help="TrainConfig.channels_last in both loops")
+    parser.add_argument("--options", action="store_true",
+                        help="measure each CPU speed option against PyTorch's defaults (before/after)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="spreadcon-bench-"))
-    config = TrainConfig(dataset=args.dataset, encoder=args.encoder, loss="spread", epochs=args.epochs,
-                         batch_size=args.batch_size, device=args.device, out_dir=str(out / "run"),
-                         progress=True, tensorboard=False, channels_last=args.channels_last)
-    n_train = int((runs.build_dataset(config).split == 0).sum())
-    bare, trainer = [], []
+    # the demo's recipe (experiments.common.SMALL_TRAIN) unless --encoder says otherwise
+    options = SMALL_TRAIN["encoder_options"] if args.encoder == SMALL_TRAIN["encoder"] else {}
+    config = TrainConfig(dataset=args.dataset, encoder=args.encoder, encoder_options=options, loss="spread",
+                         epochs=args.epochs, batch_size=args.batch_size, lr=SMALL_TRAIN["lr"],
+                         weight_decay=SMALL_TRAIN["weight_decay"], device=args.device,
+                         out_dir=str(out / "run"), progress=False, tensorboard=False,
+                         channels_last=args.channels_last)
+    measures = variants(config, args.options)
+    got: dict[str, list[float]] = {name: [] for name in measures}
     for r in range(args.rounds):
-        bare.append(bare_throughput(config))
-        trainer.append(trainer_throughput(config, n_train))
-        print(f"round {r + 1}: bare {bare[-1]:.0f} img/s, trainer {trainer[-1]:.0f} img/s", flush=True)
+        for name, (_, measure) in measures.items():
+            got[name].append(measure())
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in got.items()) + " img/s", flush=True)
     shutil.rmtree(out, ignore_errors=True)
-    b, t = sum(bare) / len(bare), sum(trainer) / len(trainer)
+    mean = {k: sum(v) / len(v) for k, v in got.items()}
     device = runs.resolve_device(args.device)
-    print(f"\n{args.dataset}, {args.encoder}, L_spread + CE head, batch {args.batch_size} x 2 views, "
-          f"{device}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, {args.rounds} rounds of {args.epochs} epochs "
+    print(f"\n{args.dataset}, {args.encoder} {options or ''}, L_spread + CE head, batch {args.batch_size} x 2 views, "
+          f"{device}, {torch.get_num_threads()} threads, {args.rounds} rounds of {args.epochs} epochs "
           f"(first epoch of each not counted)\n")
-    print("| loop | images/s | ratio |\n|---|---|---|")
-    print(f"| bare PyTorch | {b:.0f} | 1.00 |")
-    print(f"| spreadcon.train | {t:.0f} | {t / b:.2f} |")
+    first = next(iter(mean.values()))
+    print("| loop | settings | images/s | x first row |\n|---|---|---|---|")
+    for name, (words, _) in measures.items():
+        print(f"| {name} | {words} | {mean[name]:.0f} | {mean[name] / first:.2f} |")
+    pairs = [("spreadcon.train", "bare, foreach"), ("spreadcon.train, channels_last", "bare, channels_last"),
+             ("spreadcon.train, compile", "bare, compile"), ("spreadcon.train", "bare PyTorch")]
+    for t, b in pairs:
+        if t in mean and b in mean:
+            print(f"\ntrainer / bare loop at the same settings ({t}): {mean[t] / mean[b]:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ the coreset's positions in the train split; selection on the validation split li
 and its test coarse_accuracy is the row. The score runs are shared by every evaluation seed (the
 runner's seeds); one row per evaluation seed holds every (method, size) of that seed.
 The paper (CIFAR10, ResNet18): +1.0 point over prior work at 30%, up to +5.2 over Toneva et al.;
-competitive at large sizes. Small scale: digits and a narrow `cnn`. Expected: the difficulty
+competitive at large sizes. Small scale: digits and the recipe of fig4 (common.SMALL_TRAIN, batch 64). Expected: the difficulty
 coreset at or above random and the score baselines at the smallest sizes.
 """
 
@@ -41,7 +41,7 @@ small: dict[str, Any] = {
     "dataset": "digits",
     "methods": METHODS,
     "sizes": (0.3, 0.5, 0.7, 0.9),
-    "train": {"encoder": "cnn", "encoder_options": {"widths": [16, 32], "out_dim": 32}, "lr": 3e-3},
+    "train": common.merge(common.SMALL_TRAIN, common.DIGITS),   # the recipe of fig4; epochs below
     "difficulty": {"fractions": (0.1, 0.2, 0.5), "seeds": (0, 1, 2), "epochs": 20, "labelled_fraction": 0.01,
                    "min_labels_per_class": 2, "alpha": 0.5, "temperature": 0.5},
     "scores": {"seeds": (0, 1), "epochs": 20, "early_epoch": 3},

@@ -5,8 +5,8 @@
 The fig5-noise experiment over more labelled fractions for the cross-entropy head (its runs at
 20% are shared with fig5-noise). The paper: the geometric correction with L_spread is the most
 consistent; with L_SC it is unreliable (L_SC memorises noisy labels early); the expectation-based
-debiasing is unstable and sensitive to the given noise rate. Small scale: digits, the app's
-narrow `cnn`. The debiased loss is not offered (see fig5_noise). Expected: the corrected L_spread line at or above uncorrected L_SC at every noise
+debiasing is unstable and sensitive to the given noise rate. Small scale: digits, the recipe
+of fig4 (common.SMALL_TRAIN, batch 64). The debiased loss is not offered (see fig5_noise). Expected: the corrected L_spread line at or above uncorrected L_SC at every noise
 rate and fraction, the gap shrinking as the CE head gets more clean labels.
 """
 
