@@ -120,3 +120,32 @@ def test_with_a_projection_head_probes_read_h_and_z_is_reported_beside(tmp_path)
                                                           test["features"], test["stratum"])),
                           epochs=3, seed=run.config.seed, num_classes=run.dataset.num_strata)
     assert got["fine_transfer_accuracy"] == pytest.approx(at_h["fine_accuracy"])
+
+
+def test_geometry_with_a_projection_head_reads_h_and_z_each_under_its_own_name(tmp_path):
+    """Figures 2-3 at both layers: the unsuffixed names are h's, the "_z" names are z's, each equal
+    to the same computation on that layer's cached test embeddings."""
+    import torch
+
+    from spreadcon.config import TrainConfig
+    from spreadcon.evaluate.geometry import cosine_to_class_centre, intra_class_cosine
+    from spreadcon.runs import load_run
+    from spreadcon.train import train
+
+    run_dir = train(TrainConfig(dataset="mnist5k-coarse-u", encoder="cnn-test", epochs=1, batch_size=256,
+                                encoder_options={"proj_dim": 8}, subsample_fraction=0.3,
+                                out_dir=str(tmp_path / "r"), device="cpu", progress=False, tensorboard=False))
+    run = load_run(run_dir)
+    test = {k: torch.from_numpy(v) for k, v in run.embeddings("test").items()}
+    got = evaluate_run(run, transfer=False, geometry=True)
+    for layer, suffix in (("features", ""), ("embedding", "_z")):
+        assert got[f"intra_class{suffix}_cosine"] == pytest.approx(
+            float(intra_class_cosine(test[layer], test["label"])), abs=1e-6)
+    rows = strata_rows(run)
+    first = rows[0]
+    for layer, suffix in (("features", ""), ("embedding", "_z")):
+        cos = cosine_to_class_centre(test[layer], test["label"])
+        members = test["stratum"] == first["stratum"]
+        assert first[f"class_centre{suffix}_cosine"] == pytest.approx(float(cos[members].mean()), abs=1e-6)
+    assert {"rare_centre_z_cosine", "common_centre_z_cosine"} <= set(got)
+    assert first["class_centre_cosine"] != first["class_centre_z_cosine"]

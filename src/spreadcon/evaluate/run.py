@@ -35,6 +35,8 @@ METRICS: dict[str, str] = {
     # paper, which has no projection head, probes)
     "fine_transfer_z_accuracy": "fine_transfer_accuracy probed at z (runs with a projection head only)",
     "intra_class_z_cosine": "intra_class_cosine at z (runs with a projection head only)",
+    "common_centre_z_cosine": "common_centre_cosine at z (runs with a projection head only)",
+    "rare_centre_z_cosine": "rare_centre_cosine at z (runs with a projection head only)",
 }
 PROBE_EPOCHS, PROBE_LR = 100, 1e-3  # SPEC.md: the authors' coarse-to-fine probe
 
@@ -98,12 +100,9 @@ def evaluate_run(run: Any, split: str = "test", checkpoint: str = "best", *, tra
         if transfer and ds.num_strata > ds.num_classes:
             out[f"fine_transfer{suffix}_accuracy"] = _transfer(run, data, checkpoint, layer=layer, epochs=probe_epochs,
                                                                lr=probe_lr, seed=seed)
-        if geometry and not suffix:
-            out.update(_centre_cosines(data[layer], y, data["stratum"], train_strata_sizes(run)))
-        elif geometry:
-            from spreadcon.evaluate.geometry import intra_class_cosine
-
-            out["intra_class_z_cosine"] = float(intra_class_cosine(data[layer], y))
+        if geometry:  # intra_class_cosine, ... at h; intra_class_z_cosine, ... at z
+            geo = _centre_cosines(data[layer], y, data["stratum"], train_strata_sizes(run))
+            out.update({k.replace("_cosine", f"{suffix}_cosine"): v for k, v in geo.items()})
     return {metric_name(k, split): float(v) for k, v in out.items()}
 
 
@@ -140,22 +139,37 @@ def _centre_cosines(z: torch.Tensor, y: torch.Tensor, s: torch.Tensor, sizes: di
 
 def strata_rows(run: Any, split: str = "test", checkpoint: str = "best") -> list[dict[str, float]]:
     """Per stratum of `split` (Figure 3): its training size, its points' mean cosine with their class
-    centre and with their own stratum centre (tightness), and its centre's distance to the class centre."""
-    from spreadcon.evaluate.geometry import class_centres, cosine_to_class_centre
-
+    centre and with their own stratum centre (tightness), and its centre's distance to the class centre;
+    read at h, and with a "_z" suffix (class_centre_z_cosine, ...) at z where the run has a projection head."""
     run = _load(run, checkpoint)
     data, sizes = _arrays(run, split, checkpoint), train_strata_sizes(run)
-    z, y, s = data.get("features", data["embedding"]), data["label"], data["stratum"]
+    y, s = data["label"], data["stratum"]
+    layers = {"": data.get("features", data["embedding"])}
+    if "features" in data:
+        layers["_z"] = data["embedding"]
+    per_layer = {suffix: _strata_geometry(z, y, s) for suffix, z in layers.items()}
+    rows = []
+    for v, row in per_layer[""].items():
+        out = {"stratum": v, "class": row.pop("class"), "train_size": sizes.get(v, 0)}
+        for suffix, geo in per_layer.items():
+            out.update({k.replace("_cosine", f"{suffix}_cosine").replace("_distance", f"{suffix}_distance"): x
+                        for k, x in geo[v].items() if k != "class"})
+        rows.append(out)
+    return rows
+
+
+def _strata_geometry(z: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[int, dict[str, float]]:
+    """stratum -> its class, class_centre_cosine, stratum_centre_cosine, centre_distance on embeddings z."""
+    from spreadcon.evaluate.geometry import class_centres, cosine_to_class_centre
+
     to_class, to_stratum = cosine_to_class_centre(z, y), cosine_to_class_centre(z, s)
     class_ids, class_c = class_centres(z, y)
     strata_ids, strata_c = class_centres(z, s)
-    rows = []
+    out = {}
     for k, v in enumerate(strata_ids.tolist()):
         members = s == v
         c = int(torch.mode(y[members]).values)
         distance = torch.linalg.vector_norm(strata_c[k] - class_c[class_ids.tolist().index(c)])
-        rows.append({"stratum": v, "class": c, "train_size": sizes.get(v, 0),
-                     "class_centre_cosine": float(to_class[members].mean()),
-                     "stratum_centre_cosine": float(to_stratum[members].mean()),
-                     "centre_distance": float(distance)})
-    return rows
+        out[v] = {"class": c, "class_centre_cosine": float(to_class[members].mean()),
+                  "stratum_centre_cosine": float(to_stratum[members].mean()), "centre_distance": float(distance)}
+    return out

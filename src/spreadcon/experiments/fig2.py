@@ -9,8 +9,9 @@ centre, a rare-stratum dog 0.76 / 0.22: rare strata sit further out under L_spre
 Here the strata are labelled, so "common" and "rare" are measured, not picked by eye: per class,
 the points of its largest and of its smallest training stratum, averaged over classes. Small
 scale: MNIST-5k-Coarse-U (per coarse class the strata keep 100/50/20/10/10% of their training
-digits), the narrow `cnn` of fig4, joint CE head. Full scale: CIFAR100-Coarse-U (500/250/100/50/50
-points per subclass) and CIFAR10 (no labelled strata: intra-class cosine and pictures only).
+digits), the recipe of fig4 (a projection head, so the geometry is measured at h and at z), joint
+CE head. Full scale: CIFAR100-Coarse-U (500/250/100/50/50 points per subclass) and CIFAR10 (no
+labelled strata: intra-class cosine and pictures only).
 Expected: intra-class cosine lower for L_spread; rare-stratum centre cosine lower for L_spread,
 with a larger common-rare gap. Pictures: t-SNE of test embeddings by class and by stratum.
 """
@@ -41,34 +42,49 @@ full: dict[str, Any] = {
     "tsne_points": 3000,
 }
 METRICS = ("intra_class_cosine", "common_centre_cosine", "rare_centre_cosine", "coarse_accuracy")
+# With a projection head the unsuffixed metrics read h (the backbone output the probes use) and
+# these read z, the layer the loss shapes (the paper has no projection head: its one embedding is both).
+Z_METRICS = ("intra_class_z_cosine", "common_centre_z_cosine", "rare_centre_z_cosine")
+LAYERS = {"": ("h, the backbone output", METRICS), " at z": ("z, the layer the loss reads", Z_METRICS)}
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    lines = ["## Geometry of test embeddings (cosine similarities; mean ± std over seeds)\n",
-             "| dataset | loss | " + " | ".join(METRICS) + " | paper (CIFAR10): intra / common / rare |",
-             "|---|---|" + "---|" * (len(METRICS) + 1)]
-    for ds in dict.fromkeys(r["dataset"] for r in rows):
-        for loss in dict.fromkeys(r["loss"] for r in rows):
-            sub = [r for r in rows if r["dataset"] == ds and r["loss"] == loss]
-            if not sub:
-                continue
-            cells = [summarise(sub, (), m).get((), None) for m in METRICS]
-            text = [c.format(1.0, 3) if c is not None else "–" for c in cells]
-            p = FIG2_GEOMETRY.get(loss)
-            ptext = " / ".join(f"{p[k]:.2f}" for k in ("intra_class_cosine", "common_centre_cosine",
-                                                          "rare_centre_cosine")) if p else "–"
-            lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | " + " | ".join(text) + f" | {ptext} |")
-    lines.append("\ncoarse_accuracy is the end model's test accuracy on the training (coarse) labels, as a fraction.")
+    lines = []
+    for where, (words, metrics) in LAYERS.items():
+        if not any(metrics[0] in r for r in rows):
+            continue
+        lines += [f"## Geometry of test embeddings at {words} (cosine similarities; mean ± std over seeds)\n",
+                  "| dataset | loss | " + " | ".join(metrics) + " | paper (CIFAR10): intra / common / rare |",
+                  "|---|---|" + "---|" * (len(metrics) + 1)]
+        for ds in dict.fromkeys(r["dataset"] for r in rows):
+            for loss in dict.fromkeys(r["loss"] for r in rows):
+                sub = [r for r in rows if r["dataset"] == ds and r["loss"] == loss]
+                if not sub:
+                    continue
+                cells = [summarise(sub, (), m).get((), None) for m in metrics]
+                text = [c.format(1.0, 3) if c is not None else "–" for c in cells]
+                p = FIG2_GEOMETRY.get(loss)
+                ptext = " / ".join(f"{p[k]:.2f}" for k in ("intra_class_cosine", "common_centre_cosine",
+                                                              "rare_centre_cosine")) if p else "–"
+                lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | " + " | ".join(text) + f" | {ptext} |")
+        lines.append("")
+    lines.append("coarse_accuracy is the end model's test accuracy on the training (coarse) labels, as a fraction.")
     common.tsne_pictures(rows, out, max_points=cfg["tsne_points"], names=LOSS_NAMES)
     return "\n".join(lines) + "\n"
 
 
 def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return (common.winner_claims(rows, group="dataset", metric="intra_class_cosine", winner="spread",
-                                 against=("supcon",), what="has the lower intra-class cosine", higher=False, scale=1.0)
-            + common.winner_claims(rows, group="dataset", metric="rare_centre_cosine", winner="spread",
-                                   against=("supcon",), what="puts rare strata further from the class centre",
-                                   higher=False, scale=1.0))
+    out = []
+    for where, (_, metrics) in LAYERS.items():
+        if not any(metrics[0] in r for r in rows):
+            continue
+        intra, _, rare = metrics[:3]
+        out += (common.winner_claims(rows, group="dataset", metric=intra, winner="spread", against=("supcon",),
+                                     what=f"has the lower intra-class cosine{where}", higher=False, scale=1.0)
+                + common.winner_claims(rows, group="dataset", metric=rare, winner="spread", against=("supcon",),
+                                       what=f"puts rare strata further from the class centre{where}",
+                                       higher=False, scale=1.0))
+    return out
 
 
 EXPERIMENTS = [Experiment(

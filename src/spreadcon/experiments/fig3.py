@@ -25,6 +25,9 @@ small: dict[str, Any] = fig2.small
 full: dict[str, Any] = {**fig2.full, "datasets": {"cifar100-coarse-u": {"spread": {"alpha": 0.25}}}}
 # (the t-SNE pictures use fig2's settings: the same runs, coloured by stratum)
 MEASURES = ("stratum_centre_cosine", "class_centre_cosine", "centre_distance")
+# with a projection head, MEASURES read h and these z (the layer the loss reads; see fig2.LAYERS)
+Z_MEASURES = ("stratum_centre_z_cosine", "class_centre_z_cosine", "centre_z_distance")
+LAYERS = {"": ("h, the backbone output", MEASURES), " at z": ("z, the layer the loss reads", Z_MEASURES)}
 
 
 def strata_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,18 +37,24 @@ def strata_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    per = strata_rows(rows)
-    lines = ["## Per-stratum geometry against training stratum size (test split; mean ± std over strata and seeds)\n",
-             "| dataset | loss | train size | strata | " + " | ".join(MEASURES) + " |",
-             "|---|---|---|---|" + "---|" * len(MEASURES)]
-    for ds in dict.fromkeys(r["dataset"] for r in per):
-        for loss in dict.fromkeys(r["loss"] for r in per):
-            sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss]
-            for size in sorted({r["train_size"] for r in sub}, reverse=True):
-                group = [r for r in sub if r["train_size"] == size]
-                n_strata = len({r["stratum"] for r in group})
-                cells = [mean_std(r[m] for r in group).format(1.0, 3) for m in MEASURES]
-                lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | {size} | {n_strata} | " + " | ".join(cells) + " |")
+    per, lines = strata_rows(rows), []
+    for words, measures in LAYERS.values():
+        if not any(measures[0] in r for r in per):
+            continue
+        lines += [f"## Per-stratum geometry at {words}, against training stratum size "
+                  "(test split; mean ± std over strata and seeds)\n",
+                  "| dataset | loss | train size | strata | " + " | ".join(measures) + " |",
+                  "|---|---|---|---|" + "---|" * len(measures)]
+        for ds in dict.fromkeys(r["dataset"] for r in per):
+            for loss in dict.fromkeys(r["loss"] for r in per):
+                sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss]
+                for size in sorted({r["train_size"] for r in sub}, reverse=True):
+                    group = [r for r in sub if r["train_size"] == size]
+                    n_strata = len({r["stratum"] for r in group})
+                    cells = [mean_std(r[m] for r in group).format(1.0, 3) for m in measures]
+                    lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | {size} | {n_strata} | "
+                                 + " | ".join(cells) + " |")
+        lines.append("")
     _scatter(per, out)
     common.tsne_pictures(rows, out, max_points=cfg["tsne_points"], by_size=True, names=LOSS_NAMES)
     return "\n".join(lines) + "\n"
@@ -59,14 +68,17 @@ def _scatter(per: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.5))
-    for ax, m in zip(axes, MEASURES):
-        for loss in dict.fromkeys(r["loss"] for r in per):
-            sub = [r for r in per if r["loss"] == loss]
-            ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
-                       label=LOSS_NAMES.get(loss, loss))
-        ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
-        ax.legend(fontsize=8)
+    layers = [measures for _, measures in LAYERS.values() if measures[0] in per[0]]
+    fig, axes = plt.subplots(len(layers), len(MEASURES), figsize=(4 * len(MEASURES), 3.5 * len(layers)),
+                             squeeze=False)
+    for row, measures in zip(axes, layers):
+        for ax, m in zip(row, measures):
+            for loss in dict.fromkeys(r["loss"] for r in per):
+                sub = [r for r in per if r["loss"] == loss]
+                ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
+                           label=LOSS_NAMES.get(loss, loss))
+            ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
+            ax.legend(fontsize=8)
     fig.suptitle("Figure 3: strata by size")
     fig.tight_layout()
     fig.savefig(out / "strata_by_size.png", dpi=120)
@@ -78,15 +90,16 @@ def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, s
     from scipy.stats import spearmanr
 
     per, out = strata_rows(rows), []
-    for ds in dict.fromkeys(r["dataset"] for r in per):
-        for loss in dict.fromkeys(r["loss"] for r in per):
-            sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss]
-            if len({r["train_size"] for r in sub}) < 2:
-                continue
-            rho = spearmanr([r["train_size"] for r in sub], [r["stratum_centre_cosine"] for r in sub]).statistic
-            out.append((f"{ds}, {LOSS_NAMES.get(loss, loss)}: larger strata are tighter",
-                        f"{'yes' if rho > 0 else 'no'}; Spearman rho(size, tightness) = {rho:.2f} over {len(sub)} "
-                        f"(stratum, seed) pairs"))
+    for where, (_, measures) in LAYERS.items():
+        for ds in dict.fromkeys(r["dataset"] for r in per):
+            for loss in dict.fromkeys(r["loss"] for r in per):
+                sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss and measures[0] in r]
+                if len({r["train_size"] for r in sub}) < 2:
+                    continue
+                rho = spearmanr([r["train_size"] for r in sub], [r[measures[0]] for r in sub]).statistic
+                out.append((f"{ds}, {LOSS_NAMES.get(loss, loss)}: larger strata are tighter{where}",
+                            f"{'yes' if rho > 0 else 'no'}; Spearman rho(size, tightness) = {rho:.2f} over "
+                            f"{len(sub)} (stratum, seed) pairs"))
     return out
 
 

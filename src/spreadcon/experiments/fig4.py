@@ -39,7 +39,7 @@ end_small: dict[str, Any] = {
     "train": common.SMALL_TRAIN,
     "floors": True,
     "datasets": {
-        "mnist5k-coarse": {"spread": {"alpha": 0.5}},
+        "mnist5k-coarse": {"spread": {"alpha": common.VALIDATED_ALPHA["mnist5k-coarse"]}},
         "spurious-mnist": {"spread": {"alpha": 0.5}},   # joint CE head, as the robustness app's preset
         "digits": {**common.DIGITS, "spread": {"alpha": 0.5}},
     },
@@ -71,7 +71,7 @@ transfer_small: dict[str, Any] = {
     "evals": ("transfer", "geometry"),
     "floors": True,
     "datasets": {
-        "mnist5k-coarse": {"spread": {"alpha": 0.5}},
+        "mnist5k-coarse": {"spread": {"alpha": common.VALIDATED_ALPHA["mnist5k-coarse"]}},
         "mnist5k-coarse-u": {"spread": {"alpha": 0.25}},
         "digits-coarse": {**common.DIGITS, "spread": {"alpha": 0.5}},
     },

@@ -5,7 +5,8 @@
 The paper (end-model accuracy, ViT, joint CE head): CIFAR10 89.7 / 90.9 / 91.3 / 91.5 and
 CIFAR100 68.0 / 67.5 / 68.9 / 69.1 for L_SS / L_SC / L_attract / L_spread: L_attract beats L_SC,
 L_spread beats both. L_attract uses tau 0.5 (the paper gives no other value); L_spread the
-paper's (tau, alpha) per dataset. Small scale: MNIST-5k (10 digits) and digits, the narrow `cnn` of fig4.
+paper's (tau, alpha) per dataset. Small scale: MNIST-5k (10 digits) and digits, the recipe of
+fig4 (common.SMALL_TRAIN).
 Expected at small scale: all four within about a point of each other on these easy tasks; the
 ordering, not the level, is what to compare.
 """
