@@ -77,7 +77,10 @@ def _scatter(per: list[dict[str, Any]], out: Path) -> None:
                 sub = [r for r in per if r["loss"] == loss]
                 ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
                            label=LOSS_NAMES.get(loss, loss))
+            sizes = sorted({r["train_size"] for r in per})
             ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
+            ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
+            ax.set_xticks([], minor=True)
             ax.legend(fontsize=8)
     fig.suptitle("Figure 3: strata by size")
     fig.tight_layout()
