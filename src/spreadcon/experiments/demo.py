@@ -193,7 +193,7 @@ DEMO = Experiment(
 ALPHA = Experiment(
     name="demo-alpha", summary="The demo's alpha: L_spread alpha sweep at tau 0.5, selected on validation transfer",
     cpu_minutes=17, module=__name__, smoke=sweep.smoke, plan=sweep.plan, execute=common.train_and_evaluate,
-    config=lambda scale: {**common.merge(sweep.small), "dataset": TRAIN["dataset"], "alphas": SWEEP_ALPHAS,
+    config=lambda scale: {**common.merge(sweep.small), "seeds": 1, "dataset": TRAIN["dataset"], "alphas": SWEEP_ALPHAS,
                           "taus": (), "baselines": (), "train": common.merge(TRAIN), "per_dataset": {},
                           "criterion": ("fine_transfer_val_accuracy", "coarse_val_accuracy")},
     report=sweep.report, validate=common.validate_train_spec, claims=sweep.claims,
