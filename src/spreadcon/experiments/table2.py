@@ -26,6 +26,7 @@ small: dict[str, Any] = {
     "seeds": 3,
     "losses": LOSSES,
     "train": common.SMALL_TRAIN,
+    "floors": True,   # raw-pixel and random-init probes beside the losses (common.floor_specs)
     "datasets": {"mnist5k": {"spread": {"alpha": 0.5}}, "digits": {**common.DIGITS, "spread": {"alpha": 0.5}}},
 }
 full: dict[str, Any] = {
