@@ -101,8 +101,7 @@ def evaluate_run(run: Any, split: str = "test", checkpoint: str = "best", *, tra
             out[f"fine_transfer{suffix}_accuracy"] = _transfer(run, data, checkpoint, layer=layer, epochs=probe_epochs,
                                                                lr=probe_lr, seed=seed)
         if geometry:  # intra_class_cosine, ... at h; intra_class_z_cosine, ... at z
-            geo = _centre_cosines(data[layer], y, data["stratum"], train_strata_sizes(run))
-            out.update({k.replace("_cosine", f"{suffix}_cosine"): v for k, v in geo.items()})
+            out.update(_at_layer(_centre_cosines(data[layer], y, data["stratum"], train_strata_sizes(run)), suffix))
     return {metric_name(k, split): float(v) for k, v in out.items()}
 
 
@@ -149,13 +148,19 @@ def strata_rows(run: Any, split: str = "test", checkpoint: str = "best") -> list
         layers["_z"] = data["embedding"]
     per_layer = {suffix: _strata_geometry(z, y, s) for suffix, z in layers.items()}
     rows = []
-    for v, row in per_layer[""].items():
-        out = {"stratum": v, "class": row.pop("class"), "train_size": sizes.get(v, 0)}
+    for v, at_h in per_layer[""].items():
+        row = {"stratum": v, "class": at_h["class"], "train_size": sizes.get(v, 0)}
         for suffix, geo in per_layer.items():
-            out.update({k.replace("_cosine", f"{suffix}_cosine").replace("_distance", f"{suffix}_distance"): x
-                        for k, x in geo[v].items() if k != "class"})
-        rows.append(out)
+            row.update(_at_layer({k: x for k, x in geo[v].items() if k != "class"}, suffix))
+        rows.append(row)
     return rows
+
+
+def _at_layer(metrics: dict[str, float], suffix: str) -> dict[str, float]:
+    """The names of geometry measured at a layer: suffix "" (h) keeps them, "_z" makes
+    intra_class_cosine intra_class_z_cosine and centre_distance centre_z_distance."""
+    return {k.replace("_cosine", f"{suffix}_cosine").replace("_distance", f"{suffix}_distance"): v
+            for k, v in metrics.items()}
 
 
 def _strata_geometry(z: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[int, dict[str, float]]:

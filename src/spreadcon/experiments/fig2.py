@@ -45,7 +45,8 @@ METRICS = ("intra_class_cosine", "common_centre_cosine", "rare_centre_cosine", "
 # With a projection head the unsuffixed metrics read h (the backbone output the probes use) and
 # these read z, the layer the loss shapes (the paper has no projection head: its one embedding is both).
 Z_METRICS = ("intra_class_z_cosine", "common_centre_z_cosine", "rare_centre_z_cosine")
-LAYERS = {"": ("h, the backbone output", METRICS), " at z": ("z, the layer the loss reads", Z_METRICS)}
+LAYER_WORDS = {"": "h, the backbone output", " at z": "z, the layer the loss reads"}  # claim suffix -> words
+LAYERS = {"": (LAYER_WORDS[""], METRICS), " at z": (LAYER_WORDS[" at z"], Z_METRICS)}
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:

@@ -27,7 +27,7 @@ full: dict[str, Any] = {**fig2.full, "datasets": {"cifar100-coarse-u": {"spread"
 MEASURES = ("stratum_centre_cosine", "class_centre_cosine", "centre_distance")
 # with a projection head, MEASURES read h and these z (the layer the loss reads; see fig2.LAYERS)
 Z_MEASURES = ("stratum_centre_z_cosine", "class_centre_z_cosine", "centre_z_distance")
-LAYERS = {"": ("h, the backbone output", MEASURES), " at z": ("z, the layer the loss reads", Z_MEASURES)}
+LAYERS = {"": (fig2.LAYER_WORDS[""], MEASURES), " at z": (fig2.LAYER_WORDS[" at z"], Z_MEASURES)}
 
 
 def strata_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,6 +69,7 @@ def _scatter(per: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     layers = [measures for _, measures in LAYERS.values() if measures[0] in per[0]]
+    sizes = sorted({r["train_size"] for r in per})
     fig, axes = plt.subplots(len(layers), len(MEASURES), figsize=(4 * len(MEASURES), 3.5 * len(layers)),
                              squeeze=False)
     for row, measures in zip(axes, layers):
@@ -77,7 +78,6 @@ def _scatter(per: list[dict[str, Any]], out: Path) -> None:
                 sub = [r for r in per if r["loss"] == loss]
                 ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
                            label=LOSS_NAMES.get(loss, loss))
-            sizes = sorted({r["train_size"] for r in per})
             ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
             ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
             ax.set_xticks([], minor=True)
