@@ -79,6 +79,24 @@ def test_medium_scale_exists_only_where_defined_and_plans_cifar_with_floors(caps
     assert "12 runs planned, all valid" in capsys.readouterr().out
 
 
+def test_fig6_floors_sit_on_the_data_of_each_fraction():
+    """Figure 6's floors probe the same subsample and labelled 1% as the trained cell beside them."""
+    from spreadcon.experiments.runner import resolve_config
+
+    cfg = resolve_config(EXPERIMENTS["fig6-sample-complexity"], "small", False)
+    specs = EXPERIMENTS["fig6-sample-complexity"].plan(cfg, [0], [])
+    for f in cfg["fractions"]:
+        cell = [s for s in specs if s.labels["fraction"] == f]
+        trained = {s.labels["loss"]: s.params["train"] for s in cell if "floor" not in s.params}
+        floors = [s.params["train"] for s in cell if "floor" in s.params]
+        assert sorted(s.labels["loss"] for s in cell if "floor" in s.params) == ["random-init", "raw-pixels"]
+        for t in floors:
+            for key in ("subsample_fraction", "labelled_fraction", "dataset", "encoder"):
+                assert t.get(key) == trained["spread"].get(key)
+        assert floors[0].get("labelled_fraction", 1.0) * floors[0].get("subsample_fraction", 1.0) == \
+            pytest.approx(cfg["ce_fraction"])
+
+
 def test_fig5_summary_has_the_issue_keys_per_dataset_and_loss():
     from spreadcon.experiments.fig5_robustness import summary
 

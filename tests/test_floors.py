@@ -56,3 +56,21 @@ def test_bad_split_and_bad_encoder_options(digits):
         floors(digits, encoder="cnn-test", split="train")
     with pytest.raises(ValueError, match="no option"):
         floors(digits, encoder="cnn-test", encoder_options={"depth": 3})
+
+
+def test_coarse_floor_sees_only_the_labelled_rows(digits):
+    """With a labelled fraction the coarse probe fits on the labelled train rows (as the CE head
+    does), the fine probe on every train row (as coarse-to-fine transfer does)."""
+    few = data.labelled_fraction(digits, 0.05, seed=3)
+    row = floors(few, encoder="cnn-test", seed=2, probe=PROBE, names=("raw-pixels",))[0]
+    prepare = default_views(digits).prepare
+    tr, te = digits.split == 0, digits.split == 2
+    x_tr, x_te = prepare(digits.x[tr]).flatten(1), prepare(digits.x[te]).flatten(1)
+    keep = few.labelled[tr]
+    assert 0 < keep.sum() < keep.numel()
+    coarse = probes.fit_linear(x_tr[keep], digits.label[tr][keep], digits.num_classes, seed=2, **PROBE)
+    fine = probes.fit_linear(x_tr, digits.stratum[tr], digits.num_strata, seed=2, **PROBE)
+    assert row["coarse_accuracy"] == metrics.accuracy(coarse(x_te), digits.label[te])
+    assert row["fine_transfer_accuracy"] == metrics.accuracy(fine(x_te), digits.stratum[te])
+    assert row["coarse_accuracy"] != floors(digits, encoder="cnn-test", seed=2, probe=PROBE,
+                                            names=("raw-pixels",))[0]["coarse_accuracy"]

@@ -9,7 +9,10 @@ not read off the inputs (raw-pixels), or less than an untrained net of its own s
 free (random-init: random conv features are a strong baseline on digits). Both rows use the
 same probe as the trained encoders (`probes.fit_linear`, the authors' AdamW recipe): fit on the
 train split, scored on `split`; coarse_accuracy uses the coarse labels (the end-model task),
-fine_transfer_accuracy the strata (coarse-to-fine transfer, Figure 4 right).
+fine_transfer_accuracy the strata (coarse-to-fine transfer, Figure 4 right). With a labelled
+fraction (`ds.labelled`), the coarse probe sees only the labelled training rows, as the trained
+encoders' CE head does (Figure 6: the floor on the same 1% of the labels); the fine probe reads
+every training row, as coarse-to-fine transfer does.
 """
 
 from __future__ import annotations
@@ -79,12 +82,14 @@ def _probe_both(ds, rows: dict[str, Tensor], split: str, tr: Tensor, te: Tensor,
                 seed: int) -> dict[str, float | None]:
     """Coarse and fine accuracy on `split` of linear probes fit on the train features."""
     result: dict[str, float | None] = {}
-    for key, target, k in (("coarse_accuracy", ds.label, ds.num_classes),
-                           ("fine_transfer_accuracy", ds.stratum, ds.num_strata)):
+    everyone = torch.ones(len(rows["train"]), dtype=torch.bool)
+    labelled = ds.labelled[rows["train"]] if ds.labelled is not None else everyone
+    for key, target, k, fit in (("coarse_accuracy", ds.label, ds.num_classes, labelled),
+                                ("fine_transfer_accuracy", ds.stratum, ds.num_strata, everyone)):
         if key == "fine_transfer_accuracy" and ds.num_strata <= ds.num_classes:
             result[key] = None  # no finer labels: nothing to transfer to
             continue
-        layer = probes.fit_linear(tr, target[rows["train"]], k, seed=seed, **probe)
+        layer = probes.fit_linear(tr[fit], target[rows["train"]][fit], k, seed=seed, **probe)
         with torch.no_grad():
             result[key] = metrics.accuracy(layer(te.float()), target[rows[split]])
     return result

@@ -8,7 +8,8 @@ number of labels at every f: labelled_fraction = 0.01 / f of the subsample). End
 accuracy against f for L_SS, L_SC and L_spread. The paper (CIFAR10, ViT): L_spread beats L_SS
 by 13.9 and L_SC by 0.5 points at f = 10%, by 25.4 and 10.3 at f = 100%. Small scale: MNIST-5k,
 the recipe of fig4 (common.SMALL_TRAIN); with about 35 labelled digits for the CE head. Expected: L_spread >= L_SC >= L_SS
-at every f, the gap to L_SS growing with f.
+at every f, the gap to L_SS growing with f. Floors per f: linear probes on the raw pixels and on a
+random-init net, fit on the same labelled 1% (`spreadcon.evaluate.floors`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ small: dict[str, Any] = {
     "ce_fraction": 0.01,
     "train": common.SMALL_TRAIN,
     "datasets": {"mnist5k": {"spread": {"alpha": 0.5}}},
+    "floors": True,  # the raw-pixel and random-init probes on the same 1% of the labels, per fraction
 }
 full: dict[str, Any] = {
     **small,
@@ -38,18 +40,23 @@ full: dict[str, Any] = {
 }
 
 
+def _train(cfg: dict[str, Any], ds: str, loss: str, f: float) -> dict[str, Any]:
+    """The grid cell's recipe with the contrastive head on a fraction f, the CE head on ce_fraction."""
+    base = common.grid_train(cfg, ds, loss)
+    return common.merge(base, {"subsample_fraction": float(f) * base.get("subsample_fraction", 1.0),
+                               "labelled_fraction": min(1.0, cfg["ce_fraction"] / float(f))})
+
+
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]:
     specs = []
     for ds in cfg["datasets"]:
         for f in cfg["fractions"]:
-            for loss in cfg["losses"]:
-                base = common.grid_train(cfg, ds, loss)
-                train = common.merge(base, {
-                    "subsample_fraction": float(f) * base.get("subsample_fraction", 1.0),
-                    "labelled_fraction": min(1.0, cfg["ce_fraction"] / float(f))})
-                specs += [common.train_spec(f"{ds}/{loss}/f{f}", train, seed,
-                                            {"dataset": ds, "loss": loss, "fraction": f})
-                          for seed in seeds]
+            specs += [common.train_spec(f"{ds}/{loss}/f{f}", _train(cfg, ds, loss, f), seed,
+                                        {"dataset": ds, "loss": loss, "fraction": f})
+                      for loss in cfg["losses"] for seed in seeds]
+            if cfg.get("floors"):  # on the subsample and labelled rows of the L_spread cell, per seed
+                specs += common.floor_specs(f"{ds}/f{f}", _train(cfg, ds, "spread", f), seeds,
+                                            {"dataset": ds, "fraction": f})
     return specs
 
 
