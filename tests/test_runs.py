@@ -334,3 +334,26 @@ def test_memory_bank_run_resumes_bit_identically(tmp_path):
     a = torch.load(whole / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_git_revision_is_dirty_only_for_edits_to_the_source(tmp_path):
+    """Regenerating results (or editing docs) must not stamp a run '-dirty'; editing code must."""
+    import shutil
+    import subprocess
+
+    from spreadcon.runs import git_revision
+
+    if shutil.which("git") is None:
+        pytest.skip("needs the git binary")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("old\n")
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "README.md").write_text("new\n")
+    assert git_revision(tmp_path / "pkg") == head
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert git_revision(tmp_path / "pkg") == head + "-dirty"

@@ -271,14 +271,15 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); the run folder is damaged") from None
 
 
-def git_revision() -> str | None:
-    """The git commit of the spreadcon source tree (with '-dirty' for local changes), if any."""
-    here = Path(__file__).resolve().parent
+def git_revision(source: str | Path | None = None) -> str | None:
+    """The git commit of the spreadcon source tree (with '-dirty' for local changes to the files
+    under `source`, default this package: edits to results/ or docs do not change what runs), if any."""
+    here = Path(source).resolve() if source is not None else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
                                capture_output=True, text=True, timeout=5)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
