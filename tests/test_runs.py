@@ -95,6 +95,29 @@ def test_a_live_lock_holder_is_named(tmp_path):
         holder.wait()
 
 
+def test_a_holder_that_has_just_locked_is_named_once_it_writes_its_details(tmp_path):
+    """The race behind two writers starting together: the loser finds the lock held but its file
+    still empty; it waits a moment for the holder's details instead of saying "no details"."""
+    import threading
+
+    fcntl = pytest.importorskip("fcntl")
+    from spreadcon.run_lock import RunLockedError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    path = out / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, details not written yet
+    late = threading.Timer(0.1, lambda: path.write_text(json.dumps({"pid": 4242, "host": "h", "started": 0})))
+    late.start()
+    try:
+        with pytest.raises(RunLockedError, match="being written by pid 4242 on host 'h'"):
+            RunLock(out).acquire()
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

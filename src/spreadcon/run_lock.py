@@ -39,6 +39,17 @@ def _read_holder(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _await_holder(path: Path, wait_s: float = 0.5) -> dict[str, Any]:
+    """The holder's details; a holder that has just locked writes them right after, so an empty
+    file is read again for up to `wait_s` seconds before the message says "no details"."""
+    deadline = time.monotonic() + wait_s
+    holder = _read_holder(path)
+    while not holder and time.monotonic() < deadline:
+        time.sleep(0.02)
+        holder = _read_holder(path)
+    return holder
+
+
 def describe_holder(holder: dict[str, Any]) -> str:
     if not holder:
         return "another process (no details recorded yet)"
@@ -57,7 +68,7 @@ class RunLock:
         for _ in range(10):  # retry only when the file was replaced between open and lock
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if not self._lock(fd):
-                holder = _read_holder(self.path)
+                holder = _await_holder(self.path)
                 os.close(fd)
                 raise RunLockedError(
                     f"run folder {self.path.parent} is being written by {describe_holder(holder)}; "
@@ -89,9 +100,9 @@ class RunLock:
         if stale.get("pid") not in (None, os.getpid()):
             warnings.warn(f"taking over the stale lock of {self.path.parent}: its holder "
                           f"({describe_holder(stale)}) is no longer running", stacklevel=3)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
+        os.pwrite(self.fd, info, 0)  # write, then cut the old tail: the file is never empty in between
+        os.ftruncate(self.fd, len(info))
         os.fsync(self.fd)
 
     def release(self) -> None:
