@@ -10,7 +10,7 @@ every step, so a run cut short still leaves its finished steps. Steps:
 
 1. tests: `pytest -m cuda` (kernel vs float64 oracle, losses under autocast, views on the GPU).
 2. losses (and tiles): forward+backward of L_SC and L_spread, features [N, 2, 128], N in {4096, 16384, 65536}:
-   the fused Triton kernel, the dense and lean torch paths (`memory=`), and
+   the fused Triton kernel, the dense and lean torch paths (`path=`), and
    pytorch-metric-learning's SupConLoss (L_SC only, where it fits); median time, peak memory,
    ratios to the lean torch path and to pml. Targets (issue 17): fused >= 3x lean at 65,536,
    >= 20x pml wherever pml fits. `tiles`: the kernel alone per tile size, float32 and bfloat16.
@@ -97,7 +97,7 @@ def _peak_mib(base: int) -> float | None:
 def step_tests(plan: dict, args) -> dict:
     """`pytest -m cuda` on the device (under --dry-run: the kernel tests, in the interpreter)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-    cmd += ["-k", "literal_loop", "tests/test_kernels.py"] if args.dry_run \
+    cmd += ["-k", "literal_loop", "tests/losses/test_kernels.py"] if args.dry_run \
         else ["-m", "cuda", "tests"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("TRITON_INTERPRET", None)  # the test file starts its own interpreter worker
@@ -131,8 +131,6 @@ def step_ddp(plan: dict, args) -> dict:
 # ----------------------------------------------------------------------------- 2. losses
 def _loss_fn(method: str, loss: str):
     """f(z [N, 2, D], y [N]) -> scalar, for method fused | dense | lean | pml."""
-    import inspect
-
     from spreadcon import losses
 
     fn = {"supcon": losses.supcon_loss, "spread": losses.spread_loss}[loss]
@@ -142,32 +140,8 @@ def _loss_fn(method: str, loss: str):
         pml = SupConLoss(temperature=0.5)
         return lambda z, y: pml(z.reshape(-1, z.shape[-1]), y.repeat_interleave(z.shape[1]))
     if method in ("dense", "lean"):
-        kw = {"backend": "torch"} if "backend" in inspect.signature(fn).parameters else {}
-        return lambda z, y: fn(z, y, temperature=0.5, memory=method, **kw)
-    if "backend" in inspect.signature(fn).parameters:
-        return lambda z, y: fn(z, y, temperature=0.5, backend="triton")
-    return _fused_without_backend(loss)
-
-
-def _fused_without_backend(loss: str):
-    """Until spreadcon.losses has backend=: its own code path with RowStats swapped for the kernel."""
-    from spreadcon import losses
-    from spreadcon.kernels import triton_row_stats
-
-    class Swapped:
-        @staticmethod
-        def apply(q, k, q_codes, k_codes, self_col, n_pos, n_neg, need, block, keep, stabilize):
-            return triton_row_stats(q, k, q_codes, k_codes, self_col, n_pos, n_neg, need)
-
-    fn = {"supcon": losses.supcon_loss, "spread": losses.spread_loss}[loss]
-
-    def run(z, y):
-        original, losses.RowStats = losses.RowStats, Swapped
-        try:
-            return fn(z, y, temperature=0.5)
-        finally:
-            losses.RowStats = original
-    return run
+        return lambda z, y: fn(z, y, temperature=0.5, path=method, backend="torch")
+    return lambda z, y: fn(z, y, temperature=0.5, backend="triton")
 
 
 def _time_loss(fn, z0, y, repeats: int) -> tuple[float, float | None]:
@@ -228,11 +202,11 @@ def step_losses(plan: dict, args) -> dict:
 
 def step_tiles(plan: dict, args) -> dict:
     """Fused kernel alone (row statistics of L_spread, forward+backward) per tile size and dtype,
-    to choose spreadcon.kernels.row_stats.GPU_BLOCK for this GPU."""
+    to choose spreadcon.losses.kernels.row_stats.GPU_BLOCK for this GPU."""
     import torch
 
-    from spreadcon.kernels import triton_row_stats
-    from spreadcon.losses_core import compact_codes
+    from spreadcon.losses.kernels import triton_row_stats
+    from spreadcon.losses.core import compact_codes
 
     device, rows = _device(), []
     n = plan["tile_n"]

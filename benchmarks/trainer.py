@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spreadcon import runs
 from spreadcon.config import TrainConfig
 from spreadcon.data.views import default_views
-from spreadcon.experiments.common import SMALL_TRAIN
-from spreadcon.train import build_loss, lr_factor, train
+from spreadcon.experiments.recipes import SMALL_TRAIN
+from spreadcon.build import build_dataset, build_loss, build_model, resolve_device
+from spreadcon.train import lr_factor, train
 
 
 class EpochClock:
@@ -62,9 +62,9 @@ def trainer_throughput(config: TrainConfig, n_train: int) -> float:
 def bare_throughput(config: TrainConfig, optimizer: str = "foreach") -> float:
     """The same computation in a plain loop; optimizer: AdamW as a per-parameter "loop" (PyTorch's
     CPU default), "foreach" (the trainer's) or "fused"."""
-    device = runs.resolve_device(config.device)
-    ds = runs.build_dataset(config)
-    model = runs.build_model(config, ds.input_shape, ds.num_classes).to(device)
+    device = resolve_device(config.device)
+    ds = build_dataset(config)
+    model = build_model(config, ds.input_shape, ds.num_classes).to(device)
     fmt = torch.channels_last if config.channels_last and ds.is_image else torch.contiguous_format
     model = model.to(memory_format=fmt)
     step_model = model if config.compile is None else torch.compile(model, backend=config.compile)
@@ -104,7 +104,7 @@ def bare_throughput(config: TrainConfig, optimizer: str = "foreach") -> float:
 
 def variants(config: TrainConfig, options: bool) -> dict[str, tuple[str, callable]]:
     """name -> (settings in words, a function measuring img/s)."""
-    n_train = int((runs.build_dataset(config).split == 0).sum())
+    n_train = len(build_dataset(config).rows("train"))
     base = dataclasses.replace(config, channels_last=False, compile=None)
     nhwc = dataclasses.replace(base, channels_last=True)
     compiled = dataclasses.replace(base, compile="inductor")
@@ -139,9 +139,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="spreadcon-bench-"))
-    # the demo's recipe (experiments.common.SMALL_TRAIN) unless --encoder says otherwise
+    # the demo's recipe (experiments.recipes.SMALL_TRAIN) unless --encoder says otherwise
     options = SMALL_TRAIN["encoder_options"] if args.encoder == SMALL_TRAIN["encoder"] else {}
     config = TrainConfig(dataset=args.dataset, encoder=args.encoder, encoder_options=options, loss="spread",
+                         embedding=SMALL_TRAIN["embedding"] if options else "paper",
                          epochs=args.epochs, batch_size=args.batch_size, lr=SMALL_TRAIN["lr"],
                          weight_decay=SMALL_TRAIN["weight_decay"], device=args.device,
                          out_dir=str(out / "run"), progress=False, tensorboard=False,
@@ -154,7 +155,7 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in got.items()) + " img/s", flush=True)
     shutil.rmtree(out, ignore_errors=True)
     mean = {k: sum(v) / len(v) for k, v in got.items()}
-    device = runs.resolve_device(args.device)
+    device = resolve_device(args.device)
     print(f"\n{args.dataset}, {args.encoder} {options or ''}, L_spread + CE head, batch {args.batch_size} x 2 views, "
           f"{device}, {torch.get_num_threads()} threads, {args.rounds} rounds of {args.epochs} epochs "
           f"(first epoch of each not counted)\n")

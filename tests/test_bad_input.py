@@ -58,6 +58,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("epochs-bool", ["train", *TINY, "--set", "epochs=true", "--out", out], "epochs"),
         ("warmup-past-end", ["train", *TINY, "--set", "warmup_epochs=5", "--out", out], "warmup_epochs"),
         ("labelled-fraction", ["train", *TINY, "--set", "labelled_fraction=2", "--out", out], "labelled_fraction"),
+        ("dry-run-missing-root", ["reproduce", "fig4-transfer", "--scale", "full", "--data-root",
+                                  str(tmp / "nonexistent"), "--dry-run"], "does not exist"),
         ("views-huge", ["train", *TINY, "--set", "views=100000", "--out", out], "views"),
         ("alpha-range", ["train", *TINY, "--alpha", "1.5", "--out", out], "alpha"),
         ("unknown-key", ["train", *TINY, "--set", "alfa=0.5", "--out", out], "alfa"),

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from spreadcon.cli import main
 
@@ -57,13 +58,22 @@ def test_train_resume_refusal_and_eval(tmp_path, capsys):
         assert key in result, key
     assert 0 <= result["fine_transfer_accuracy"] <= 1 and -1 <= result["intra_class_cosine"] <= 1
     assert "| coarse_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
+    # the kNN probe and retrieval metrics on the fine labels: the numbers of the cached embeddings
+    from spreadcon.evaluate.retrieval import knn_probe
+    from spreadcon.runs import load_run
+
+    run = load_run(run_dir)
+    tr, te = ({k: torch.from_numpy(v) for k, v in run.embeddings(s).items()} for s in ("train", "test"))
+    assert result["fine_knn_accuracy"] == knn_probe(tr["embedding"], tr["stratum"], te["embedding"], te["stratum"],
+                                                    num_classes=run.dataset.num_strata)["accuracy"]
+    assert 0 <= result["fine_precision_at_1"] <= 1 and 0 <= result["fine_map_at_r"] <= 1
+    assert "| fine_knn_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
     stamped = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert stamped["stamp"]["file"] == "best.pt" and stamped["stamp"]["epoch"] == 1 and stamped["status"] == "1 of 1 epochs"
     assert main(["eval", str(run_dir), "--check"]) == 0
 
     # a changed checkpoint makes eval/ stale: --check refuses, a new eval replaces it
     best = run_dir / "best.pt"
-    import torch
 
     state = torch.load(best, weights_only=False)
     state["val_acc"] = -1.0
@@ -121,7 +131,7 @@ def test_eval_of_a_non_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope")]) == 2
-    assert "no such run folder" in capsys.readouterr().err
+    assert "is not a run folder (no such folder)" in capsys.readouterr().err
 
 
 def test_train_overwrite_is_wired_through_or_refused(tmp_path, capsys):

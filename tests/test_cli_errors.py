@@ -21,7 +21,7 @@ CASES = [
     (["train", "--set", "nope=1"], 2, "unknown config key 'nope'"),
     (["train", "--config", "/nonexistent/config.json"], 2, "No such file or directory: '/nonexistent/config.json'"),
     (["train", "--resume", "--overwrite"], 2, "pass one of them"),
-    (["eval", MISSING], 2, f"no such run folder; train one with `spreadcon train`: '{MISSING}'"),
+    (["eval", MISSING], 2, f"{MISSING} is not a run folder (no such folder); train one with `spreadcon train`"),
     (["eval", MISSING, "--probe-epochs", "0"], 2, "--probe-epochs must be >= 1"),
     (["apply", "robustness", MISSING], 2, "is not a run folder"),
     (["apply", "noisy", MISSING, "--rate", "1.5"], 2, "noise rate must lie in [0, 1)"),

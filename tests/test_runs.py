@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon import runs, train as train_mod
+from spreadcon import build, runs, train as train_mod
 from spreadcon.config import TrainConfig
 from spreadcon.run_lock import RunLock
-from spreadcon.runs import checkpoint_id, is_finished, load_run, train_or_reuse
-from spreadcon.train import Schedule, train
+from spreadcon.checkpoint import checkpoint_stamp
+from spreadcon.runs import load_run, run_status
+from spreadcon.train import Schedule, train, train_or_reuse
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -132,7 +133,7 @@ def test_stale_lock_of_a_killed_process_is_taken_over(tmp_path):
     assert json.loads((out / ".lock").read_text())["pid"] == holder.pid  # left behind
     with pytest.warns(UserWarning, match=rf"stale lock.*pid {holder.pid}"):
         run_dir = train(tiny(tmp_path, epochs=1))
-    assert is_finished(run_dir) and not (out / ".lock").exists()
+    assert run_status(run_dir).finished and not (out / ".lock").exists()
 
 
 # --- no silent overwrite ---------------------------------------------------------------------
@@ -185,7 +186,7 @@ def test_changed_data_is_refused_on_resume_and_load(tmp_path):
         load_run(tmp_path / "run", checkpoint="last")
     vectors_npz(data, seed=0)  # restored: both work again
     train(cfg, resume=True)
-    assert load_run(tmp_path / "run").finished
+    assert load_run(tmp_path / "run").status.finished
 
 
 def test_an_unfinished_run_says_how_far_it_got(tmp_path):
@@ -193,12 +194,13 @@ def test_an_unfinished_run_says_how_far_it_got(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[SigintAfter(1)])
     run = load_run(tmp_path / "run", checkpoint="last")
-    assert (run.epochs_trained, run.epochs, run.finished) == (1, 3, False)
-    assert run.status() == "1 of 3 epochs: unfinished"
-    assert not is_finished(tmp_path / "run")
+    status = run.status
+    assert (status.epochs_trained, status.epochs, status.finished) == (1, 3, False)
+    assert str(status) == "1 of 3 epochs: unfinished"
+    assert not run_status(tmp_path / "run").finished
     train(cfg, resume=True)
     run = load_run(tmp_path / "run")
-    assert run.status() == "3 of 3 epochs: finished" and is_finished(run.run_dir)
+    assert str(run.status) == "3 of 3 epochs" and run.status.finished
 
 
 def test_truncated_checkpoint_on_resume_names_the_alternatives(tmp_path):
@@ -211,14 +213,14 @@ def test_truncated_checkpoint_on_resume_names_the_alternatives(tmp_path):
         train(cfg, resume=True)
 
 
-def test_checkpoint_id_identifies_the_file(tmp_path):
+def test_checkpoint_stamp_identifies_the_file(tmp_path):
     run_dir = train(tiny(tmp_path, epochs=2, keep_checkpoints=[1]))
-    best, last, first = (checkpoint_id(run_dir, c) for c in ("best", "last", 1))
+    best, last, first = (checkpoint_stamp(run_dir, c) for c in ("best", "last", 1))
     assert last["epoch"] == 2 and first["epoch"] == 1 and best["epoch"] in (1, 2)
     assert len(last["sha256"]) == 64 and last["sha256"] != first["sha256"]
-    assert checkpoint_id(run_dir, "last") == last
+    assert checkpoint_stamp(run_dir, "last") == last
     with pytest.raises(ValueError, match="no checkpoint ckpt_epoch2.pt.*available"):
-        checkpoint_id(run_dir, 2)
+        checkpoint_stamp(run_dir, 2)
 
 
 # --- the one reuse rule ---------------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_train_or_reuse(tmp_path):
     other = tiny(tmp_path, "b", epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train(other, callbacks=[SigintAfter(1)])
-    assert train_or_reuse(other) == Path(other.out_dir) and is_finished(other.out_dir)  # resumed
+    assert train_or_reuse(other) == Path(other.out_dir) and run_status(other.out_dir).finished  # resumed
     assert [r["epoch"] for r in runs.read_metrics(other.out_dir)] == [1, 2]
 
 
@@ -286,11 +288,11 @@ def test_a_last_batch_of_one_image_is_merged():
 
 # --- train_subset and memory_bank ------------------------------------------------------------
 def test_train_subset_keeps_those_positions(tmp_path):
-    full = runs.build_dataset(tiny(tmp_path))
+    full = build.build_dataset(tiny(tmp_path))
     pos = np.array([5, 0, 17, 300, 1000])
     np.save(tmp_path / "keep.npy", pos)
     cfg = tiny(tmp_path, train_subset=str(tmp_path / "keep.npy"), epochs=1, batch_size=4, noise_rate=0.2)
-    ds = runs.build_dataset(cfg)
+    ds = build.build_dataset(cfg)
     train_full = full.get_split("train")
     assert torch.equal(ds.get_split("train").origin, train_full.origin[np.sort(pos)])
     assert int((ds.split == 1).sum()) == int((full.split == 1).sum())  # val / test untouched
@@ -300,9 +302,9 @@ def test_train_subset_keeps_those_positions(tmp_path):
     assert int((run.dataset.split == 0).sum()) == 5
     np.save(tmp_path / "bad.npy", np.array([0, 0]))
     with pytest.raises(ValueError, match="positions must be distinct"):
-        runs.build_dataset(tiny(tmp_path, train_subset=str(tmp_path / "bad.npy")))
+        build.build_dataset(tiny(tmp_path, train_subset=str(tmp_path / "bad.npy")))
     with pytest.raises(FileNotFoundError, match="train_subset=.*no such file"):
-        runs.build_dataset(tiny(tmp_path, train_subset=str(tmp_path / "missing.npy")))
+        build.build_dataset(tiny(tmp_path, train_subset=str(tmp_path / "missing.npy")))
 
 
 def test_memory_bank_is_passed_to_the_loss_and_filled(tmp_path, monkeypatch):
@@ -311,6 +313,9 @@ def test_memory_bank_is_passed_to_the_loss_and_filled(tmp_path, monkeypatch):
     class FakeBank:
         def __init__(self, size):
             self.size, self.pushed = size, []
+
+        def to(self, device):  # MemoryBank.to: the trainer moves the bank to its device
+            return self
 
         def push(self, z, labels):
             assert not z.requires_grad
@@ -364,7 +369,7 @@ def test_git_revision_is_dirty_only_for_edits_to_the_source(tmp_path):
     import shutil
     import subprocess
 
-    from spreadcon.runs import git_revision
+    from spreadcon.io import git_revision
 
     if shutil.which("git") is None:
         pytest.skip("needs the git binary")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon import runs, train as train_mod
+from spreadcon import build, runs, train as train_mod
 from spreadcon.config import TrainConfig, apply_overrides, config_diff
 from spreadcon.data.views import default_views
 from spreadcon.runs import load_run
@@ -76,7 +76,7 @@ def test_two_epochs_each_loss(tmp_path, loss):
     assert test["embedding"].shape == (n_test, run.model.encoder.embed_dim)
     assert test["logits"].shape == (n_test, 10)
     # the cached embeddings are the best model's, in eval mode, on un-augmented images
-    x = run.views().prepare(run.dataset.x[test["index"][:5]])
+    x = default_views(run.dataset).prepare(run.dataset.x[test["index"][:5]])
     with torch.no_grad():
         emb, _ = run.model(x)
     np.testing.assert_allclose(test["embedding"][:5], emb.numpy(), rtol=1e-5, atol=1e-6)
@@ -292,8 +292,8 @@ def test_transforms_from_the_config_are_reapplied_by_load_run(tmp_path):
 
 def test_ce_term_sees_only_labelled_examples():
     cfg = TrainConfig(dataset="digits", encoder="cnn-test", protocol="ce", views=2, progress=False)
-    ds = runs.build_dataset(cfg)
-    model = runs.build_model(cfg, ds.input_shape, ds.num_classes)
+    ds = build.build_dataset(cfg)
+    model = build.build_model(cfg, ds.input_shape, ds.num_classes)
     views = default_views(ds)
     x, y = ds.x[:8], ds.label[:8]
     acc = {k: torch.zeros((), dtype=torch.float64) for k in ("loss", "contrastive", "ce", "correct", "seen", "images")}
@@ -356,14 +356,12 @@ def test_augment_recipe_is_a_config_key_that_changes_the_views(tmp_path):
 
 
 def test_head_input_h_is_the_standard_protocol_ce_head_before_the_projection(tmp_path):
-    from spreadcon.runs import load_run
-
     proj = {"proj_dim": 8, "proj_hidden": 32}
     with pytest.raises(ValueError, match="head_input='x'; choose 'z'"):
         tiny(tmp_path, head_input="x")
     for protocol in ("joint", "contrastive_then_probe"):
         run_dir = train(tiny(tmp_path, protocol, epochs=1, encoder_options=proj, head_input="h", protocol=protocol,
-                             probe_epochs=2))
+                             probe_epochs=2, embedding="projection"))
         model = load_run(run_dir).model
         assert model.head.in_features == model.encoder.feature_dim != model.embed_dim
         x = torch.randn(4, 1, 8, 8)
@@ -375,3 +373,16 @@ def test_head_input_h_is_the_standard_protocol_ce_head_before_the_projection(tmp
         assert not torch.allclose(z, z2) and torch.equal(logits, logits2)
         test = load_run(run_dir).embeddings("test")
         assert test["logits"].shape[1] == model.num_classes and test["features"].shape[1] == model.encoder.feature_dim
+
+
+def test_embedding_names_the_protocol_and_refuses_a_contradiction(tmp_path):
+    with pytest.raises(ValueError, match="embedding='paper' has no projection head"):
+        tiny(tmp_path, encoder_options={"proj_dim": 8})
+    with pytest.raises(ValueError, match="head_input='h' needs a projection head"):
+        tiny(tmp_path, head_input="h")
+    with pytest.raises(ValueError, match="embedding='nope'"):
+        tiny(tmp_path, embedding="nope")
+    paper = build.build_model(tiny(tmp_path), (1, 8, 8), 2)
+    projection = build.build_model(tiny(tmp_path, embedding="projection"), (1, 8, 8), 2)
+    assert not paper.has_projection and projection.has_projection
+    assert projection.embed_dim == build.DEFAULT_PROJECTION["proj_dim"]

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spreadcon import runs
+from spreadcon import build, runs
+from spreadcon.io import file_sha256, read_json
 from spreadcon.config import TrainConfig
 from spreadcon.group_dro import group_dro_loss
 from spreadcon.groups import build_groups, write_group_file
@@ -134,7 +135,7 @@ def test_worst_group_selection_and_logged_metrics(tmp_path):
     best = int(np.argmax(scores)) + 1  # ties keep the earlier epoch
     assert torch.load(run_dir / "best.pt", weights_only=False)["epoch"] == best
     assert [r["epoch"] for r in rows if r["best"]][-1] == best
-    info = runs.read_json(run_dir / "run.json")
+    info = read_json(run_dir / "run.json")
     assert info["groups"]["source"] == "group" and sum(info["groups"]["train_counts"]) == run_size(run_dir)
 
 
@@ -189,7 +190,7 @@ def test_init_from_copies_the_encoder_not_the_head(tmp_path, source_run):
         assert not torch.equal(model["head.weight"], source["head.weight"])
     run_dir = train(tiny(tmp_path, "trained", init_from=str(source_run), objective="group_dro", epochs=1,
                          warmup_epochs=0.0))
-    assert runs.read_json(run_dir / "run.json")["init_from"]["sha256"] == runs.file_sha256(source_run / "best.pt")
+    assert read_json(run_dir / "run.json")["init_from"]["sha256"] == file_sha256(source_run / "best.pt")
 
 
 def test_init_from_refuses_another_architecture(tmp_path, source_run):
@@ -220,15 +221,15 @@ def pseudo_groups_file(tmp_path, source_run, *, drop: int = 0, val_ids=None):
 def test_pseudo_group_file_round_trip(tmp_path, source_run):
     path = pseudo_groups_file(tmp_path, source_run)
     cfg = tiny(tmp_path, groups=str(path), objective="group_dro", gdro_adjustment=2.0, epochs=1, warmup_epochs=0.0)
-    ds = runs.build_dataset(cfg)
+    ds = build.build_dataset(cfg)
     groups = build_groups(ds, str(path))
     rows = torch.nonzero(ds.split == 0).squeeze(1)
     assert torch.equal(groups.ids[groups.train], ds.stratum[rows] % 3)
     assert groups.ids.tolist() == [0, 1, 2] and int(groups.counts.sum()) == len(rows)
     run_dir = train(cfg)
     assert set(runs.read_metrics(run_dir)[0]["group_weights"]) == {"0", "1", "2"}
-    assert runs.read_json(run_dir / "run.json")["data_fingerprint"]["transforms"][-1]["sha256"] == \
-        runs.file_sha256(path)
+    assert read_json(run_dir / "run.json")["data_fingerprint"]["transforms"][-1]["sha256"] == \
+        file_sha256(path)
 
 
 def test_pseudo_group_file_errors(tmp_path, source_run):
@@ -244,7 +245,7 @@ def test_pseudo_group_file_errors(tmp_path, source_run):
     np.savez(tmp_path / "floats.npz", train_index=np.arange(3), train=np.ones(3) * 0.5, val_index=np.arange(3),
              val=np.arange(3))
     with pytest.raises(ValueError, match="train must be a 1-d array of ints >= 0"):
-        build_groups(runs.build_dataset(tiny(tmp_path, groups=None)), str(tmp_path / "floats.npz"))
+        build_groups(build.build_dataset(tiny(tmp_path, groups=None)), str(tmp_path / "floats.npz"))
     with pytest.raises(ValueError, match="ints >= 0"):
         write_group_file(tmp_path / "neg.npz", train_index=[0], train=[-1], val_index=[1], val=[0])
 
@@ -277,7 +278,7 @@ def test_dataset_without_group_field_is_named(tmp_path):
 
 
 def test_defaults_keep_experiment_keys_stable():
-    from spreadcon.experiments.common import resolve_train
+    from spreadcon.experiments.recipes import resolve_train
 
     assert resolve_train({"dataset": "digits", "epochs": 3}) == {"dataset": "digits", "epochs": 3}
     assert TrainConfig().selection == "accuracy" and TrainConfig(groups="group").selection == "worst_group"

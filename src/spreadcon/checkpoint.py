@@ -8,6 +8,11 @@ checkpoint.pt = {"format": 2, "model", "optimizer", "scheduler", "position" (Tra
 counters, this epoch's order and running sums), "rng" (global torch/numpy/python states and the
 trainer's generators), "callbacks" (their state_dicts), "extra" (e.g. a memory bank), "config"}.
 A file that cannot be read names the other saved models (best.pt, ckpt_epoch{k}.pt).
+
+A run folder's models are named by `checkpoint_path` ("best" -> best.pt, "last" ->
+checkpoint.pt, k -> ckpt_epoch{k}.pt). Outputs derived from a model (eval/, apply outputs) carry
+its `checkpoint_stamp` (name, file, epoch, sha256 of the file's bytes): a resumed or retrained run
+writes a new file with another hash, so `stale_reason` tells an output made before.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from spreadcon.io import file_sha256, read_json, save_torch
 
 FORMAT = 2
 # The position's fields, in TrainState (format 1, before TrainState, had the same keys).
@@ -101,8 +108,6 @@ def _load_state_dicts(objects: Sequence[Any], states: Sequence[Any]) -> None:
 def save_checkpoint(path: Path, state: TrainState, *, callbacks: Sequence[Any] = (),
                     extra: Sequence[Any] = (), config: dict[str, Any] | None = None) -> None:
     """Write `state` to `path` atomically; `callbacks` / `extra` objects with a state_dict too."""
-    from spreadcon.runs import save_torch
-
     save_torch({
         "format": FORMAT, "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(), "position": state.position(),
@@ -148,3 +153,51 @@ def load_checkpoint(path: Path, state: TrainState, *, callbacks: Sequence[Any] =
     set_rng_state(ckpt["rng"], state.generators)
     _load_state_dicts(callbacks, ckpt.get("callbacks", []))
     _load_state_dicts(extra, ckpt.get("extra", []))
+
+
+# --- a run folder's models, and the stamps of outputs derived from them ----------------------
+def checkpoint_path(run_dir: str | Path, checkpoint: str | int = "best") -> Path:
+    """The file of `checkpoint`: "best" -> best.pt, "last" -> checkpoint.pt, k -> ckpt_epoch{k}.pt."""
+    run_dir = Path(run_dir)
+    names = {"best": "best.pt", "last": "checkpoint.pt"}
+    path = run_dir / names.get(str(checkpoint), f"ckpt_epoch{checkpoint}.pt")
+    if not path.exists():
+        kept = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise ValueError(f"no checkpoint {path.name} in {run_dir}; available: {kept} "
+                         f"(pass checkpoint='best', 'last' or a kept epoch)")
+    return path
+
+
+def checkpoint_epoch(state: dict[str, Any]) -> int | None:
+    """The epoch a saved model comes from (a training checkpoint's position, or its "epoch")."""
+    epoch = state["position"]["epoch"] if "position" in state else state.get("epoch")
+    return None if epoch is None else int(epoch)
+
+
+def checkpoint_stamp(run_dir: str | Path, checkpoint: str | int = "best") -> dict[str, Any]:
+    """{"checkpoint", "epoch", "sha256", "file"} of a run's checkpoint; ValueError if absent."""
+    path = checkpoint_path(run_dir, checkpoint)
+    return {"checkpoint": str(checkpoint), "epoch": checkpoint_epoch(read_checkpoint(path)),
+            "sha256": file_sha256(path), "file": path.name}
+
+
+def stale_reason(output: str | Path, run_dir: str | Path) -> str | None:
+    """Why the stamped JSON `output` no longer matches the run's checkpoint; None when it does
+    (or when there is no output yet)."""
+    output = Path(output)
+    if not output.exists():
+        return None
+    try:
+        stamp = read_json(output).get("stamp")
+    except (ValueError, AttributeError):
+        return f"{output} is not a JSON object"
+    if not isinstance(stamp, dict) or "sha256" not in stamp:
+        return f"{output} has no checkpoint stamp (written by an older spreadcon)"
+    try:
+        path = checkpoint_path(run_dir, stamp.get("checkpoint", "best"))
+    except ValueError:
+        return f"{output} came from {stamp.get('file')}, which is no longer in the run"
+    if file_sha256(path) != stamp["sha256"]:
+        return (f"{output} came from {stamp.get('file')} at epoch {stamp.get('epoch')}, "
+                f"and that checkpoint has changed since (resumed or retrained)")
+    return None

@@ -16,14 +16,25 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from spreadcon.data.views import RECIPES
+from spreadcon.group_dro import check_eta
+from spreadcon.io import read_json
+
 PROTOCOLS = ("joint", "contrastive_then_probe", "ce")
+# Where the loss, the CE head and the probes read (issue 26): "paper" (no projection head: one
+# embedding for all three, as in the paper) or "projection" (h -> MLP -> z: the loss reads z, the
+# probes read h; the SimCLR/SupCon habit).
+EMBEDDINGS = ("paper", "projection")
 OBJECTIVES = ("erm", "group_dro")
 SELECT_BY = ("auto", "accuracy", "worst_group")
 CE_LABELS = ("clean", "noisy")
-# Keys that may differ when resuming: they change where or how a run is shown, not its result.
-RUNTIME_KEYS = frozenset({"device", "progress", "tensorboard", "out_dir"})
+# The one list of keys that say where or how a run is shown, not what it computes: they may differ
+# when resuming or reusing a run (the data fingerprint checks the data wherever it lives), and
+# experiments leave them out of a run's key.
+RUNTIME_KEYS = frozenset({"device", "progress", "tensorboard", "out_dir", "data_root"})
 
 
 @dataclass
@@ -45,13 +56,14 @@ class TrainConfig:
     # model
     encoder: str = "cnn"
     encoder_options: dict[str, Any] = field(default_factory=dict)  # passed to build_encoder
+    embedding: str = "paper"            # "paper" (one embedding) | "projection" (h -> MLP -> z; see EMBEDDINGS)
     head_input: str = "z"               # the CE head reads "z" (the loss's input) or "h" (before encoder.proj)
     # objective
     protocol: str = "joint"             # "joint" | "contrastive_then_probe" | "ce"
     loss: str = "spread"                # a key of spreadcon.losses.LOSSES (ignored by protocol "ce")
     alpha: float = 0.5                  # L_spread = alpha * L_attract + (1 - alpha) * L_repel
     temperature: float = 0.5
-    loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"memory": "lean"}
+    loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"path": "lean"}
     memory_bank: int = 0                # > 0: contrast against a bank of the last N embeddings
     contrastive_weight: float = 1.0
     ce_weight: float = 1.0
@@ -63,6 +75,8 @@ class TrainConfig:
     group_sampling: bool = False        # draw each epoch's N examples with replacement, p ~ 1 / n_g
     select_by: str = "auto"             # "accuracy" | "worst_group" (val); "auto": worst_group iff groups
     init_from: str | None = None        # run folder (its best.pt) or .pt whose encoder weights start training
+    freeze_backbone_epochs: int = 0     # fine-tuning: train the heads only for the first k epochs
+    backbone_lr_mult: float = 1.0       # fine-tuning: the backbone's learning rate is lr * this
     # optimisation
     epochs: int = 10
     batch_size: int = 128               # images per step (each seen in `views` views)
@@ -97,11 +111,10 @@ class TrainConfig:
             setattr(self, f.name, _check_type(f.name, getattr(self, f.name), _KINDS[f.name]))
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r}; choose one of {list(PROTOCOLS)}")
-        from spreadcon.data.views import RECIPES
-
         if self.head_input not in ("z", "h"):
             raise ValueError(f"head_input={self.head_input!r}; choose 'z' (the loss's input, the paper's "
                              f"protocol) or 'h' (the backbone output before the projection head)")
+        self._check_embedding()
         if self.augment not in RECIPES:
             raise ValueError(f"augment={self.augment!r}; choose one of {list(RECIPES)} (the views recipe)")
         if self.ce_labels not in CE_LABELS:
@@ -110,12 +123,30 @@ class TrainConfig:
         self._check_groups()
         if self.protocol != "ce" and self.views < 2 and self.loss in ("simclr", "repel", "spread"):
             raise ValueError(f"loss {self.loss!r} needs views >= 2 (the augmentation is its positive); pass views=2")
+        if self.data_root is not None:  # absolute: eval and --resume from another directory find the data
+            self.data_root = str(Path(self.data_root).expanduser().resolve())
+        if any(isinstance(k, bool) or not isinstance(k, int) for k in self.keep_checkpoints):
+            raise ValueError(f"keep_checkpoints takes a list of epoch numbers, e.g. keep_checkpoints=[1,3]; "
+                             f"got {self.keep_checkpoints!r}")
         bad = [k for k in self.keep_checkpoints if not 1 <= int(k) <= self.epochs]
         if bad:
             raise ValueError(f"keep_checkpoints {bad} outside 1..epochs={self.epochs}")
+        if self.freeze_backbone_epochs > self.epochs:
+            raise ValueError(f"freeze_backbone_epochs={self.freeze_backbone_epochs} exceeds epochs={self.epochs}")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}; "
                              f"pass warmup_epochs <= epochs")
+
+    def _check_embedding(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding={self.embedding!r}; choose 'paper' (loss, CE head and probes read one "
+                             f"embedding) or 'projection' (h -> MLP -> z: the loss reads z, the probes read h)")
+        if self.embedding == "paper" and self.encoder_options.get("proj_dim") is not None:
+            raise ValueError(f"embedding='paper' has no projection head, but encoder_options.proj_dim="
+                             f"{self.encoder_options['proj_dim']}; pass embedding=projection, or drop proj_dim")
+        if self.embedding == "paper" and self.head_input != "z":
+            raise ValueError("head_input='h' needs a projection head (embedding=projection); under "
+                             "embedding='paper' the CE head reads the one embedding")
 
     def _check_ranges(self) -> None:
         for key in ("epochs", "batch_size", "views", "eval_batch_size", "probe_epochs"):
@@ -134,7 +165,8 @@ class TrainConfig:
         for key in ("subsample_fraction", "labelled_fraction"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise ValueError(f"{key} must lie in (0, 1], got {getattr(self, key)}")
-        for key in ("lr", "weight_decay", "warmup_epochs", "ce_weight", "contrastive_weight", "probe_lr"):
+        for key in ("lr", "weight_decay", "warmup_epochs", "ce_weight", "contrastive_weight", "probe_lr",
+                    "freeze_backbone_epochs", "backbone_lr_mult"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -143,8 +175,6 @@ class TrainConfig:
             raise ValueError(f"memory_bank must be >= 0 (0: no bank), got {self.memory_bank}")
 
     def _check_groups(self) -> None:
-        from spreadcon.group_dro import check_eta
-
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}; choose one of {list(OBJECTIVES)}")
         if self.select_by not in SELECT_BY:
@@ -184,6 +214,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if "embedding" not in data and (data.get("encoder_options") or {}).get("proj_dim") is not None:
+            data = {**data, "embedding": "projection"}  # a config.json written before `embedding` existed
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -193,6 +225,17 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls.from_dict(json.loads(text))
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """A TrainConfig from a config.json; errors name the file and the key."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of config keys, got {type(data).__name__}")
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 # Upper bounds that no run on one machine can reach (the memory check in train() is finer).

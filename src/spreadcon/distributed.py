@@ -136,7 +136,7 @@ def check_protocol(loss: nn.Module) -> dict[str, float]:
         raise ValueError(f"GlobalBatchLoss wraps the loss modules of spreadcon.losses (any module with "
                          f"`term_weights` and `per_anchor(features, labels, ids, anchor_index=...)`; the "
                          f"'-authors' variants have none), got {type(loss).__name__}")
-    if getattr(loss, "anchors", "all") != "all":
+    if getattr(getattr(loss, "options", None), "anchors", "all") != "all":
         raise ValueError("GlobalBatchLoss needs anchors='all'; anchors='cross_view' is single-process only")
     return dict(weights)
 

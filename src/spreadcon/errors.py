@@ -1,9 +1,9 @@
 """The user-error type of the command line.
 
 `spreadcon.cli.main` prints a user error as one line, `spreadcon COMMAND: error: MESSAGE`, and
-exits with code 2 (no traceback; `--debug` shows it). User errors are `UserError`, `ValueError`
-and `OSError` (`FileNotFoundError`, `PermissionError`, a full disk): each message names the
-file, key or value at fault and what to do. Anything else is a bug and keeps its traceback.
+exits with code 2 (no traceback; `--debug` shows it). User errors are `UserError`, `ValueError`,
+`OSError` (`FileNotFoundError`, `PermissionError`, a full disk) and `MemoryError` (refused before a
+large allocation): each message names the file, key or value at fault and what to do. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ class UserError(ValueError):
     A ValueError, so library callers that catch ValueError keep working."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ValueError, OSError, MemoryError)
 
 
 def describe(err: BaseException) -> str:

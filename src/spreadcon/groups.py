@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spreadcon.data.base import SPLITS
+from spreadcon.data.base import StrataDataset
 from spreadcon.group_dro import size_adjustment
+from spreadcon.io import save_npz
 
 FIELDS = ("group", "stratum")  # dataset fields that can serve as groups; anything else is a file
 FILE_KEYS = ("train_index", "train", "val_index", "val")
@@ -67,16 +68,12 @@ class Groups:
                 "val_counts": val_counts.tolist()}
 
 
-def _split_rows(ds, split: str) -> Tensor:
-    return torch.nonzero(ds.split == SPLITS[split]).squeeze(1)
-
-
-def _field_groups(ds, source: str, dataset: str) -> tuple[Tensor, Tensor]:
+def _field_groups(ds: StrataDataset, source: str, dataset: str) -> tuple[Tensor, Tensor]:
     values = getattr(ds, source)
     if values is None:
         raise ValueError(f"groups={source!r} but dataset {dataset!r} has no {source} field; pass groups=stratum "
                          f"or a .npz of pseudo-groups (spreadcon.groups.write_group_file)")
-    return values[_split_rows(ds, "train")].long(), values[_split_rows(ds, "val")].long()
+    return values[ds.rows("train")].long(), values[ds.rows("val")].long()
 
 
 def _read_group_file(path: Path) -> dict[str, np.ndarray]:
@@ -99,12 +96,12 @@ def _read_group_file(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _file_split(arrays: dict[str, np.ndarray], ds, split: str, path: Path) -> Tensor:
+def _file_split(arrays: dict[str, np.ndarray], ds: StrataDataset, split: str, path: Path) -> Tensor:
     """The file's group ids of `split`, in the order of the dataset's rows of that split."""
     index, values = arrays[f"{split}_index"], arrays[split]
     if index.shape != values.shape:
         raise ValueError(f"groups file {path}: {split}_index has {len(index)} rows but {split} has {len(values)}")
-    rows = _split_rows(ds, split).numpy()
+    rows = ds.rows(split).numpy()
     where = np.full(len(ds), -1, dtype=np.int64)
     if index.size and index.max() >= len(ds):
         raise ValueError(f"groups file {path}: {split}_index reaches row {index.max()} but the dataset as built has "
@@ -122,7 +119,7 @@ def _file_split(arrays: dict[str, np.ndarray], ds, split: str, path: Path) -> Te
     return torch.from_numpy(where[rows])
 
 
-def build_groups(ds, source: str, *, adjustment: float = 0.0, dataset: str = "") -> Groups:
+def build_groups(ds: StrataDataset, source: str, *, adjustment: float = 0.0, dataset: str = "") -> Groups:
     """Groups of the train and val splits of `ds` (as built for training) from `source`: "group",
     "stratum" or a pseudo-group .npz path; `adjustment` is C of C / sqrt(n_g)."""
     if source in FIELDS:
@@ -163,8 +160,6 @@ def write_group_file(path: str | Path, *, train_index: Any, train: Any, val_inde
     for key, a in arrays.items():
         if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)) or (a.size and a.min() < 0):
             raise ValueError(f"{key} must be a 1-d array of ints >= 0, got dtype {a.dtype} shape {a.shape}")
-    from spreadcon.runs import save_npz
-
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"a group file's name ends in .npz (the trainer's groups= reads it), got {str(path)!r}")

@@ -110,6 +110,8 @@ class RunLock:
             return
         try:
             self.path.unlink(missing_ok=True)  # unlink while still locked: see _is_current
+        except OSError:  # never mask the error that ended the run (a later writer takes the stale lock over)
+            pass
         finally:
             os.close(self.fd)
             self.fd = None

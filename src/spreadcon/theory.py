@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from spreadcon.data.synthetic import StrataModel
+from spreadcon.io import save_figure
+from spreadcon.losses import LOSSES
 
 CASES = ("both", "only_z", "only_z2", "neither")
 
@@ -255,7 +257,6 @@ def thought_experiment(fractions: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
 
     Returns rows {loss, t, seed, pair ("common-common" | "common-rare"), z, z2, delta, case}.
     """
-    from spreadcon.losses import LOSSES  # the losses module is heavier; import on use
 
     model = model or section41_model()
     m = model.m
@@ -320,5 +321,5 @@ def plot_thought_experiment(rows: list[dict], path: str | Path, *, model: Strata
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     return path

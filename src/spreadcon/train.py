@@ -46,7 +46,7 @@ Choices:
   groups, validation logs `val_group_accuracy` and `val_worst_group_accuracy`, and
   config.selection "worst_group" keeps the epoch with the best worst val-group accuracy.
 - config.init_from copies a run's (or a .pt's) encoder weights into the model before training;
-  the CE head starts fresh (runs.init_encoder).
+  the CE head starts fresh (spreadcon.build.init_encoder).
 
 The loop reads top-down as in DINO (train_dino / train_one_epoch): `train` -> `prepare` (every
 check, nothing written) -> `runs.writing` (the folder's lock and reuse rule) -> `fit` (epochs:
@@ -62,6 +62,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,60 +73,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spreadcon import distributed, runs
+from spreadcon import distributed, progress, runs
+from spreadcon.build import (build_dataset, build_loss, build_memory_bank, build_model, init_encoder,
+                             resolve_device)
 from spreadcon.checkpoint import TrainState, load_checkpoint, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from spreadcon.config import TrainConfig
-from spreadcon.evaluate.embed import predict
-from spreadcon.group_dro import group_dro_loss
+from spreadcon.data import StrataDataset, default_views
+from spreadcon.evaluate.embed import memory_available, predict
 from spreadcon.evaluate.metrics import group_accuracy
+from spreadcon.evaluate.probes import fit_linear
+from spreadcon.group_dro import group_dro_loss
 from spreadcon.groups import Groups, build_groups, check_groups
-from spreadcon.models.classifier import Classifier
+from spreadcon.io import read_json, save_json, save_npy, save_text, save_torch
+from spreadcon.models import Classifier
+from spreadcon.models.finetune import param_groups, set_backbone_trainable
 
-__all__ = ["Callback", "TrainState", "build_loss", "fit_probe", "lr_factor", "rng_state", "set_rng_state",
-           "train", "train_one_epoch", "train_step", "validate"]
+__all__ = ["Callback", "TrainState", "fit_probe", "lr_factor", "rng_state", "set_rng_state",
+           "train", "train_one_epoch", "train_or_reuse", "train_step", "validate"]
 
 
 class Callback(Protocol):
-    """Both methods are optional.
+    """What the trainer calls on a callback; a callback may define either method or both (the
+    trainer asks with hasattr). The state_dict / load_state_dict of a callback, when it has them,
+    are checkpointed with the run."""
 
-    relabel(step, z [B, V, D] detached unit vectors, labels [B], index [B]) -> labels [B]
-        the labels the contrastive loss sees (e.g. noisy-label correction)
-    on_epoch_end(epoch, state) -> None; state = {"model", "metrics" (dict, may be updated),
-        "run_dir", "epoch", "config", "dataset"}
-    """
+    def relabel(self, step: int, z: Tensor, labels: Tensor, index: Tensor) -> Tensor:
+        """z [B, V, D] detached unit vectors, labels [B], index [B] -> the labels [B] the
+        contrastive loss sees (e.g. noisy-label correction)."""
+        ...
+
+    def on_epoch_end(self, epoch: int, state: dict[str, Any]) -> None:
+        """state = {"model", "metrics" (dict, may be updated), "run_dir", "epoch", "config", "dataset"}."""
+        ...
 
 
 # --- pieces -----------------------------------------------------------------------------
-def build_loss(config: TrainConfig) -> torch.nn.Module | None:
-    """The contrastive loss module named by config.loss (None under protocol "ce")."""
-    if config.protocol == "ce":
-        return None
-    from spreadcon.losses import LOSSES
-
-    if config.loss not in LOSSES:
-        raise ValueError(f"unknown loss {config.loss!r}; known losses: {sorted(LOSSES)} "
-                         f"(or protocol=ce for cross-entropy alone)")
-    kwargs: dict[str, Any] = {"temperature": config.temperature, **config.loss_options}
-    if config.loss in ("spread", "spread-authors"):
-        kwargs["alpha"] = config.alpha
-    return LOSSES[config.loss](**kwargs)
-
-
-def build_memory_bank(config: TrainConfig, device: torch.device):
-    """spreadcon.losses.MemoryBank(size=config.memory_bank), or None when memory_bank is 0."""
-    if config.memory_bank <= 0:
-        return None
-    from spreadcon.losses import MemoryBank
-
-    if config.protocol == "ce":
-        raise ValueError("memory_bank needs a contrastive loss; use protocol joint or contrastive_then_probe")
-    if distributed.get_world_size() > 1:  # each rank's bank would hold other rows: not the global-batch loss
-        raise ValueError("memory_bank is single-process for now; under torchrun the global batch already "
-                         "widens the contrast set: pass memory_bank=0")
-    bank = MemoryBank(size=config.memory_bank)
-    return bank.to(device) if hasattr(bank, "to") else bank
-
-
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up over `warmup_steps`, then cosine from 1 to 0 at `total_steps`."""
     if step < warmup_steps:
@@ -173,7 +155,7 @@ def check_shapes(model: Classifier, views, x: Tensor, config: TrainConfig, devic
                          f"(inputs {list(x.shape[1:])}): {err}") from err
 
 
-def check_finite_data(ds, config: TrainConfig) -> None:
+def check_finite_data(ds: StrataDataset, config: TrainConfig) -> None:
     """Refuse NaN / inf in the inputs, naming the dataset and rows (not "the encoder output")."""
     if not ds.x.is_floating_point():
         return
@@ -187,10 +169,7 @@ def check_finite_data(ds, config: TrainConfig) -> None:
 def _memory_available(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[1])
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    return memory_available()
 
 
 def check_memory(config: TrainConfig, input_shape: tuple[int, ...], device: torch.device) -> None:
@@ -223,9 +202,9 @@ class TrainData:
         return len(self.x)
 
 
-def train_data(ds, config: TrainConfig, device: torch.device) -> TrainData:
-    rows = torch.nonzero(ds.split == 0).squeeze(1)
-    val = torch.nonzero(ds.split == 1).squeeze(1)
+def train_data(ds: StrataDataset, config: TrainConfig, device: torch.device) -> TrainData:
+    rows = ds.rows("train")
+    val = ds.rows("val")
     clean = ds.clean_label if (config.ce_labels == "clean" and ds.clean_label is not None) else ds.label
     labelled = ds.labelled[rows] if ds.labelled is not None else torch.ones(len(rows), dtype=torch.bool)
     return TrainData(x=ds.x[rows].to(device), y_con=ds.label[rows].to(device), y_ce=clean[rows].to(device),
@@ -297,7 +276,7 @@ class TrainRun:
     run_dir: Path
     device: torch.device
     main: bool
-    ds: Any
+    ds: StrataDataset
     data: TrainData
     schedule: Schedule
     ctx: StepContext
@@ -306,7 +285,7 @@ class TrainRun:
     writer: Any = None
     fingerprint: dict[str, Any] = field(default_factory=dict)  # runs.data_fingerprint(ds)
     groups: Groups | None = None   # config.groups, built and checked (spreadcon.groups)
-    init: dict[str, Any] | None = None  # runs.init_encoder's record of config.init_from
+    init: dict[str, Any] | None = None  # build.init_encoder's record of config.init_from
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -337,17 +316,22 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = 
 
 def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
     """Data, model, loss and step context, after every check that needs no run folder."""
-    from spreadcon.data.views import default_views
-
-    device = distributed.local_device(runs.resolve_device(config.device))
+    device = distributed.local_device(resolve_device(config.device))
+    if config.protocol != "ce" and config.batch_size * distributed.get_world_size() < 2:
+        warnings.warn(f"batch_size={config.batch_size}: each step contrasts one image's views with nothing else, "
+                      f"so the contrastive loss is about 0 and teaches little; use batch_size >= 2 (the paper: 128)",
+                      stacklevel=3)
+    if config.freeze_backbone_epochs and distributed.get_world_size() > 1:
+        raise ValueError("freeze_backbone_epochs is single-process for now (DDP fixes the trained parameters "
+                         "when it wraps the model); pass freeze_backbone_epochs=0 under torchrun")
     if config.track_examples and config.protocol == "contrastive_then_probe":
         raise ValueError("track_examples needs a CE head during training: use protocol joint or ce")
-    ds = runs.build_dataset(config)
+    ds = build_dataset(config)
     check_finite_data(ds, config)
     check_memory(config, ds.input_shape, device)
     loss_fn = distributed.global_batch_loss(build_loss(config))  # contrast across all processes
-    model = runs.build_model(config, ds.input_shape, ds.num_classes)
-    init = runs.init_encoder(model, config)
+    model = build_model(config, ds.input_shape, ds.num_classes)
+    init = init_encoder(model, config)
     model = model.to(device)
     groups = run_groups(ds, config, device)
     memory_format = torch.channels_last if config.channels_last and ds.is_image else None
@@ -376,7 +360,7 @@ def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:
                     init=init)
 
 
-def run_groups(ds, config: TrainConfig, device: torch.device) -> Groups | None:
+def run_groups(ds: StrataDataset, config: TrainConfig, device: torch.device) -> Groups | None:
     """config.groups built on the dataset as trained and checked for what the run uses them for
     (train ids on the device; val ids and counts on the CPU); None without groups."""
     if config.groups is None:
@@ -396,8 +380,9 @@ def new_state(run: TrainRun) -> TrainState:
     config, sched = run.config, run.schedule
     # foreach: one kernel per op over all parameters instead of a Python loop (bit-identical to
     # the loop here, and the CUDA default already); fused is faster still but not bit-identical.
-    optimizer = torch.optim.AdamW(run.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  foreach=True)
+    params = (run.model.parameters() if config.backbone_lr_mult == 1.0 and config.freeze_backbone_epochs == 0
+              else param_groups(run.model, config.lr, config.backbone_lr_mult))  # fine-tuning: two groups
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, sched.warmup_steps, sched.total_steps))
     torch.manual_seed(config.seed)
@@ -429,11 +414,11 @@ def resume_state(run: TrainRun, state: TrainState) -> None:
 
 def start_run_folder(run: TrainRun) -> None:
     """config.json, run.json (with the data fingerprint), an empty metrics.jsonl."""
-    runs.save_text(run.config.to_json() + "\n", run.run_dir / "config.json")
+    save_text(run.config.to_json() + "\n", run.run_dir / "config.json")
     info = runs.run_info(run.config, run.device, run.ds, run.fingerprint, init_from=run.init,
                          groups=None if run.groups is None else run.groups.summary())
-    runs.save_json(info, run.run_dir / "run.json")
-    runs.save_text("", run.run_dir / "metrics.jsonl")
+    save_json(info, run.run_dir / "run.json")
+    save_text("", run.run_dir / "metrics.jsonl")
     run.writer = tensorboard_writer(run.config, run.run_dir)
 
 
@@ -448,6 +433,8 @@ def fit(run: TrainRun, state: TrainState) -> None:
     with deferred_sigint() as sigint:
         while state.epoch < run.config.epochs:
             epoch = state.epoch + 1
+            if run.config.freeze_backbone_epochs:  # the heads alone for the first k epochs
+                set_backbone_trainable(run.model, epoch > run.config.freeze_backbone_epochs)
             stats = train_one_epoch(run, state, sigint=sigint)
             if stats is None:
                 save_training_checkpoint(run, state)
@@ -485,7 +472,8 @@ def train_one_epoch(run: TrainRun, state: TrainState, *, sigint: dict[str, bool]
         state.acc = new_accumulators(run.config, n=data.n, num_classes=run.ds.num_classes,
                                      embed_dim=run.model.embed_dim, device=run.device)
     state.model.train()
-    bar = _progress(run.config, epoch, sched.steps_per_epoch, state.step_in_epoch)
+    bar = progress.bar(sched.steps_per_epoch, desc=f"epoch {epoch}/{run.config.epochs}", initial=state.step_in_epoch,
+                       enabled=run.config.progress)
     try:
         while state.step_in_epoch < sched.steps_per_epoch:
             t0 = time.perf_counter()
@@ -686,7 +674,7 @@ def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None
     if run.config.track_examples:
         state.history.append(state.acc["example_correct"].cpu())
         if main:
-            runs.save_npy(torch.stack(state.history).numpy(), run_dir / "example_correct.npy")
+            save_npy(torch.stack(state.history).numpy(), run_dir / "example_correct.npy")
     if state.group_weights is not None:
         metrics["group_weights"] = dict(zip(run.groups.names(), state.group_weights.cpu().tolist()))
     no_val = len(run.data.y_val) == 0  # model selection needs a val split: without one, the last epoch
@@ -696,10 +684,10 @@ def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None
     if metrics["best"]:
         state.best_val, state.best_epoch = score, epoch
         if main:
-            runs.save_torch({"model": state.model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"],
+            save_torch({"model": state.model.state_dict(), "epoch": epoch, "val_acc": metrics["val_acc"],
                              "selected_by": run.config.selection, "score": score}, run_dir / "best.pt")
     if epoch in run.config.keep_checkpoints and main:
-        runs.save_torch({"model": state.model.state_dict(), "epoch": epoch}, run_dir / f"ckpt_epoch{epoch}.pt")
+        save_torch({"model": state.model.state_dict(), "epoch": epoch}, run_dir / f"ckpt_epoch{epoch}.pt")
     view = {"model": state.model, "metrics": metrics, "run_dir": run_dir, "epoch": epoch,
             "config": run.config, "dataset": run.ds}
     for cb in run.callbacks:
@@ -707,6 +695,7 @@ def end_epoch(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> None
             cb.on_epoch_end(epoch, view)
     if main:
         runs.append_metrics(run_dir, metrics)
+        progress.line(epoch_line(metrics, run.config.epochs), enabled=run.config.progress)
     if run.writer is not None:
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
@@ -724,13 +713,11 @@ def _saved_epoch(run_dir: Path) -> int | str:
     return read_checkpoint(path)["position"]["epoch"]
 
 
-def _progress(config: TrainConfig, epoch: int, total: int, initial: int):
-    if not config.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch}/{config.epochs}", unit="step",
-                leave=False, dynamic_ncols=True)
+def epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """One line of an epoch's metrics, for a log file: "epoch 3/30: loss 5.71, ce 0.12, val_acc 0.975, ..."."""
+    keys = ("loss", "contrastive", "ce", "train_acc", "val_acc", "val_worst_group_accuracy", "images_per_s")
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if isinstance(metrics.get(k), (int, float)))
+    return f"epoch {metrics['epoch']}/{epochs}: {shown}" + (" (best so far)" if metrics.get("best") else "")
 
 
 def finish(run: TrainRun, state: TrainState) -> None:
@@ -741,18 +728,16 @@ def finish(run: TrainRun, state: TrainState) -> None:
     model.load_state_dict(best["model"])
     if config.protocol == "contrastive_then_probe" and not best.get("probed", False):
         fit_probe(model, run.ds, run.ctx.views, config, run.device)
-        runs.save_torch({**best, "model": model.state_dict(), "probed": True}, run.run_dir / "best.pt")
+        save_torch({**best, "model": model.state_dict(), "probed": True}, run.run_dir / "best.pt")
     runs.write_embeddings(model, run.ds, run.run_dir, config.eval_batch_size, run.device)
     model.eval()
     runs.record_progress(run.run_dir, state.epoch, finished=True)
 
 
-def fit_probe(model: Classifier, ds, views, config: TrainConfig, device: torch.device) -> None:
+def fit_probe(model: Classifier, ds: StrataDataset, views, config: TrainConfig, device: torch.device) -> None:
     """Set model.head to a linear probe on frozen, un-augmented train embeddings (CE targets of
     the labelled examples; AdamW with config.probe_lr for config.probe_epochs, seeded)."""
-    from spreadcon.evaluate.probes import fit_linear
-
-    rows = torch.nonzero(ds.split == 0).squeeze(1)
+    rows = ds.rows("train")
     emb, _, h = predict(model, ds.x[rows], prepare=views.prepare, batch_size=config.eval_batch_size, device=device,
                         features=True)
     emb = h if model.head_input == "h" else emb
@@ -762,3 +747,25 @@ def fit_probe(model: Classifier, ds, views, config: TrainConfig, device: torch.d
     layer = fit_linear(emb, target, ds.num_classes, epochs=config.probe_epochs, lr=config.probe_lr,
                        batch_size=config.batch_size, seed=config.seed)
     model.head.load_state_dict({k: v.to(device) for k, v in layer.state_dict().items()})
+
+
+# --- the one reuse rule ----------------------------------------------------------------------
+def train_or_reuse(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """The one run-reuse rule: config.out_dir holding a finished run with the same config
+    (RUNTIME_KEYS aside) and the same data -> reuse it; an unfinished run with the same config ->
+    resume it; an empty folder -> train; anything else -> ValueError saying what differs."""
+    run_dir = Path(config.out_dir)
+    found = runs.run_files(run_dir) if run_dir.is_dir() else []
+    if not found:
+        return train(config, callbacks)
+    if not (run_dir / "config.json").exists():
+        raise ValueError(f"{run_dir} holds run files ({', '.join(found)}) but no config.json; "
+                         f"remove the folder or choose another out_dir")
+    runs.check_same_config(config, run_dir, "reuse")
+    if runs.run_status(run_dir).finished:
+        info = read_json(run_dir / "run.json")
+        runs.check_same_data(run_dir, info, runs.data_fingerprint(build_dataset(config)), "reuse")
+        return run_dir
+    if not (run_dir / "checkpoint.pt").exists():  # stopped before its first epoch ended: restart
+        return train(config, callbacks, overwrite=True)
+    return train(config, callbacks, resume=True)

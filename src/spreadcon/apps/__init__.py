@@ -8,6 +8,7 @@
     noisy           NoisyLabelCorrection (trainer callback), NoisyLabelCorrector (Section 5.2)
     coreset         strata_coreset and baselines, CoresetSelector (Section 5.3)
     coreset_scores  forgetting, EL2N, GraNd
+    checks          the input checks of every fit / transform / predict above (shapes, ids, finite)
 
 The experiments around them (Figure 5) live in spreadcon.experiments (`spreadcon reproduce`).
 """

@@ -16,29 +16,38 @@ a seeded random permutation; the same seed gives nested coresets across sizes.
 Baselines: `random_coreset` (class-balanced) and `top_score_coreset` (keep the highest scores:
 forgetting counts, EL2N, GraNd from `spreadcon.apps.coreset_scores`). `save_indices` writes the
 selection as .npy and .csv so a coreset can be reused outside spreadcon. `CoresetSelector` is the
-three selections as a scikit-learn estimator, and `apply_to_run` selects from trained run folders
-(`spreadcon apply coreset RUN_DIR...`). The Figure 5 (right) experiment is
-`spreadcon reproduce fig5-coreset`.
+three selections as a scikit-learn estimator; `run_scores` scores trained run folders (difficulty,
+forgetting, EL2N or GraNd) and `apply_to_run` selects from them (`spreadcon apply coreset
+RUN_DIR...`). The Figure 5 (right) experiment is `spreadcon reproduce fig5-coreset`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+import torch
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
+
+from spreadcon.apps.coreset_scores import el2n_scores, forgetting_counts, grand_scores, logits_module
+from spreadcon.checkpoint import checkpoint_stamp
+from spreadcon.data import default_views
+from spreadcon.evaluate.embed import predict
+from spreadcon.io import save_csv, save_json, save_npy
+from spreadcon.runs import Run, check_owned, load_run
 
 __all__ = [
     "difficulty_counts", "class_quotas", "strata_coreset", "bucket_keep_counts",
     "random_coreset", "top_score_coreset", "save_indices", "coreset_size", "CoresetSelector",
-    "apply_to_run",
+    "run_scores", "apply_to_run",
 ]
 
 SELECTIONS = ("strata", "random", "top_score")
+SCORES = ("difficulty", "forgetting", "el2n", "grand")   # what `apply_to_run` scores runs by
+INTEGER_SCORES = ("difficulty", "forgetting")             # counts the strata rule can bucket
 
 
 def _labels(labels: Any) -> np.ndarray:
@@ -184,8 +193,8 @@ def save_indices(indices: Any, path: str | Path) -> tuple[Path, Path]:
     stem = Path(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     npy, csv = stem.parent / f"{stem.name}.npy", stem.parent / f"{stem.name}.csv"  # keep dots in names
-    np.save(npy, idx)
-    np.savetxt(csv, idx, fmt="%d", header="index", comments="")
+    save_npy(idx, npy)
+    save_csv(idx, csv, fmt="%d", header="index", comments="")
     return npy, csv
 
 
@@ -229,58 +238,108 @@ class CoresetSelector(BaseEstimator):
         return np.asarray(X)[self.indices_]
 
 
-def _correct_and_logits(run_dirs: Sequence[str | Path], checkpoint: str):
-    """(reference train split, correct [R, N] bool, logits [R, N, K]): every run's model
-    classifies the training points of the first run's dataset, in eval mode."""
-    import torch
-
-    from spreadcon.evaluate.embed import predict
-    from spreadcon.runs import load_run
-
-    ref = load_run(run_dirs[0], checkpoint=checkpoint)
-    train = ref.embeddings("train")
-    x = ref.dataset.x[torch.as_tensor(train["index"])]
-    correct, logits = [], []
-    for run_dir in run_dirs:
-        run = ref if run_dir == run_dirs[0] else load_run(run_dir, checkpoint=checkpoint)
-        if run.config.dataset != ref.config.dataset:
+def _load_runs(run_dirs: Sequence[str | Path], checkpoint: str) -> list[Run]:
+    """The runs (`spreadcon.runs.Run`, eval mode, on the CPU); ValueError unless one dataset and
+    no run given twice."""
+    seen = [Path(r).resolve() for r in run_dirs]
+    twice = sorted({str(r) for r in seen if seen.count(r) > 1})
+    if twice:
+        raise ValueError(f"run folder(s) {twice} given more than once; each run counts once in a coreset score")
+    runs = [load_run(run_dirs[0], checkpoint=checkpoint)]
+    for run_dir in run_dirs[1:]:
+        run = load_run(run_dir, checkpoint=checkpoint)
+        if run.config.dataset != runs[0].config.dataset:
             raise ValueError(f"{run_dir} was trained on {run.config.dataset!r} but {run_dirs[0]} on "
-                             f"{ref.config.dataset!r}; difficulty needs runs of one dataset")
-        _, lg = predict(run.model, x, prepare=ref.views().prepare, batch_size=run.config.eval_batch_size)
-        logits.append(lg.numpy())
-        correct.append(lg.argmax(1).numpy() == train["label"])
-    return train, np.stack(correct), np.stack(logits)
+                             f"{runs[0].config.dataset!r}; coreset scores need runs of one dataset")
+        runs.append(run)
+    return runs
+
+
+def _train_split(run: Run) -> dict[str, np.ndarray]:
+    """A run's train split: index [N] (rows of the dataset as trained, the columns of its
+    example_correct.npy), label [N], origin [N] (rows of the dataset as loaded, else index)."""
+    ds = run.dataset
+    index = ds.rows("train")
+    origin = ds.origin[index] if ds.origin is not None else index
+    return {"index": index.numpy(), "label": ds.label[index].numpy(), "origin": origin.numpy()}
+
+
+def _forgetting(runs: Sequence[Run], train: dict[str, np.ndarray]) -> np.ndarray:
+    """Forgetting counts [N] summed over runs, from each run's example_correct.npy [epochs, N]."""
+    counts = np.zeros(len(train["label"]), dtype=np.int64)
+    for run in runs:
+        path = Path(run.run_dir) / "example_correct.npy"
+        if not path.exists():
+            raise ValueError(f"{run.run_dir} has no example_correct.npy, which --score forgetting reads: "
+                             "train it again with `--set track_examples=true` (protocol joint or ce)")
+        if not np.array_equal(_train_split(run)["origin"], train["origin"]):
+            raise ValueError(f"{run.run_dir} was trained on other training points than {runs[0].run_dir}; "
+                             "forgetting adds up runs of one training set (same subsample and train_subset)")
+        history = np.load(path)
+        if history.ndim != 2 or history.shape[1] != len(counts):
+            raise ValueError(f"{path} has shape {history.shape}; expected [epochs, {len(counts)}]")
+        counts += forgetting_counts(history)
+    return counts
+
+
+def run_scores(run_dirs: Sequence[str | Path], score: str,
+               checkpoint: str = "last") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(train split of the first run {"index", "label", "origin"} [N], scores [N]) from the runs.
+
+    "difficulty": how many runs' models classify each point right (ints in [0, R]); "el2n":
+    EL2N of their logits, averaged; "grand": GraNd of their models, averaged; "forgetting":
+    forgetting counts over epochs from each run's example_correct.npy, summed (runs trained with
+    track_examples on the first run's training points; `checkpoint` is not used). Models are the
+    runs' `checkpoint` ("last": the final model), in eval mode, on un-augmented inputs.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
+    runs = _load_runs(list(run_dirs), checkpoint)
+    train = _train_split(runs[0])
+    if score == "forgetting":
+        return train, _forgetting(runs, train)
+    x, prepare = runs[0].dataset.x[torch.as_tensor(train["index"])], default_views(runs[0].dataset).prepare
+    if score == "grand":
+        models = [logits_module(run.model) for run in runs]
+        return train, grand_scores(models, x, torch.as_tensor(train["label"]), batch_size=32, prepare=prepare)
+    logits = np.stack([predict(run.model, x, prepare=prepare, batch_size=run.config.eval_batch_size)[1].numpy()
+                       for run in runs])                                       # [R, N, K]
+    if score == "el2n":
+        return train, el2n_scores(logits, train["label"])
+    return train, difficulty_counts(logits.argmax(-1) == train["label"])
 
 
 def apply_to_run(run_dirs: str | Path | Sequence[str | Path], *, selector: CoresetSelector | None = None,
                  score: str = "difficulty", checkpoint: str = "last", out_dir: str | Path | None = None) -> dict[str, Any]:
     """Select a coreset of the first run's training points from one or more trained runs.
 
-    score "difficulty": how many of the runs' models classify each point correctly (the paper's
-    counts, for selector method "strata"); "el2n": EL2N of the runs' logits, averaged (for
-    "top_score"). Writes OUT/coreset.npy, coreset.csv (rows of the dataset as trained) and
-    OUT/coreset.json; OUT defaults to FIRST_RUN/coreset. checkpoint "last": the final model, as
-    the paper's difficulty uses."""
-    from sklearn.base import clone
-
-    from spreadcon.apps.coreset_scores import el2n_scores
-    from spreadcon.evaluate.stamp import checkpoint_stamp
-
+    score: one of SCORES, computed by `run_scores`. Without a selector, "difficulty" selects
+    by the paper's "strata" rule and the baselines by theirs, "top_score" (keep the most
+    forgotten, the highest EL2N or GraNd; class-proportional). "strata" buckets integer counts,
+    so it takes "difficulty" or "forgetting" only. Writes OUT/coreset.npy, coreset.csv (rows
+    of the dataset as trained), OUT/SCORE.npy (the scores [N]) and OUT/coreset.json; OUT defaults
+    to FIRST_RUN/coreset. checkpoint "last": the final models, as the paper's difficulty uses;
+    GraNd and EL2N as in Paul et al. (early in training) need a run trained with
+    `keep_checkpoints=[K]` and checkpoint K."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     if not run_dirs:
         raise ValueError("give at least one run folder")
-    if score not in ("difficulty", "el2n"):
-        raise ValueError(f"score must be 'difficulty' or 'el2n', got {score!r}")
-    selector = clone(selector if selector is not None else CoresetSelector())
-    train, correct, logits = _correct_and_logits(run_dirs, checkpoint)
-    scores = difficulty_counts(correct) if score == "difficulty" else el2n_scores(logits, train["label"])
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {list(SCORES)}, got {score!r}")
+    default = CoresetSelector(method="strata" if score == "difficulty" else "top_score")
+    selector = clone(selector if selector is not None else default)
+    if selector.method == "strata" and score not in INTEGER_SCORES:
+        raise ValueError(f"the strata rule buckets integer counts (difficulty, forgetting), not {score} "
+                         "scores; use --method top_score")
+    train, scores = run_scores(run_dirs, score, checkpoint)
     selector.fit(scores, train["label"])
     rows = np.asarray(train["index"])[selector.indices_]
     out = Path(out_dir) if out_dir is not None else Path(run_dirs[0]) / "coreset"
+    check_owned(out, run_dirs[0], "coreset --out")
     npy, csv = save_indices(rows, out / "coreset")
-    np.save(out / f"{score}.npy", scores)
+    save_npy(scores, out / f"{score}.npy")
     summary = {"runs": [str(r) for r in run_dirs], "score": score, "selector": selector.get_params(),
                "n_train": int(len(train["label"])), "n_kept": int(len(rows)), "checkpoint": checkpoint,
                "indices": [str(npy), str(csv)], "stamps": [checkpoint_stamp(r, checkpoint) for r in run_dirs]}
-    (out / "coreset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_json(summary, out / "coreset.json")
     return summary

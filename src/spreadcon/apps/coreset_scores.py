@@ -11,11 +11,14 @@
 - GraNd (Paul et al. 2021): ||grad_theta CE(f(x), y)||_2 per example over all trainable
   parameters, via torch.func (vmap of grad), averaged over seeds. `grand_last_layer` is the
   closed form when only the final linear layer W h + b counts: ||p - y|| * sqrt(||h||^2 + 1).
+
+The model functions take any module x -> logits; `logits_module` makes one of a spreadcon
+Classifier (which returns (embedding, logits)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["forgetting_counts", "el2n_scores", "model_logits", "model_el2n", "grand_scores",
+__all__ = ["forgetting_counts", "el2n_scores", "logits_module", "model_logits", "model_el2n", "grand_scores",
            "grand_last_layer"]
 
 
@@ -55,6 +58,21 @@ def el2n_scores(logits: Tensor | np.ndarray, labels: Tensor | np.ndarray) -> np.
     return err.norm(dim=-1).mean(0).cpu().numpy()
 
 
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)[1]
+
+
+def logits_module(model: nn.Module) -> nn.Module:
+    """The module x -> logits [B, K] of a Classifier (whose forward gives (embedding, logits)),
+    sharing its parameters: what `model_logits`, `model_el2n` and `grand_scores` take."""
+    return _Logits(model)
+
+
 def _models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
     return [models] if isinstance(models, nn.Module) else list(models)
 
@@ -78,9 +96,11 @@ def model_el2n(models: nn.Module | Sequence[nn.Module], x: Tensor, labels: Tenso
 
 
 def grand_scores(models: nn.Module | Sequence[nn.Module], x: Tensor, labels: Tensor, *,
-                 batch_size: int = 128) -> np.ndarray:
+                 batch_size: int = 128, prepare: Callable[[Tensor], Tensor] | None = None) -> np.ndarray:
     """GraNd [N]: per-example L2 norm of the cross-entropy gradient w.r.t. every trainable
-    parameter (eval mode), averaged over `models`. x [N, ...] prepared inputs, labels [N]."""
+    parameter (eval mode), averaged over `models` (x -> logits). x [N, ...] inputs, labels [N];
+    `prepare` (e.g. Views.prepare: raw uint8 -> normalised float) is applied to each batch on the
+    model's device, else x must be prepared already. Memory: batch_size x #parameters floats."""
     from torch.func import functional_call, grad, vmap
 
     y_all = torch.as_tensor(labels).long()
@@ -101,7 +121,8 @@ def grand_scores(models: nn.Module | Sequence[nn.Module], x: Tensor, labels: Ten
         per_example = vmap(grad(loss), in_dims=(None, 0, 0))
         norms = []
         for xb, yb in zip(x.split(batch_size), y_all.split(batch_size)):
-            g = per_example(params, xb.to(device), yb.to(device))
+            xb = xb.to(device)
+            g = per_example(params, prepare(xb) if prepare is not None else xb, yb.to(device))
             sq = sum(t.flatten(1).double().pow(2).sum(1) for t in g.values())
             norms.append(sq.sqrt().cpu())
         model.train(was_training)

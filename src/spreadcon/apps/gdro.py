@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
-from spreadcon.apps.strata import check_embeddings, check_labels
+from spreadcon.apps.checks import check_embeddings, check_features, check_labels
 from spreadcon.evaluate.metrics import worst_group_accuracy
 from spreadcon.group_dro import check_eta, group_dro_loss, size_adjustment
 
@@ -67,8 +67,10 @@ class GroupDRO(ClassifierMixin, BaseEstimator):
 
     Attributes after fit: `linear_` (nn.Linear), `classes_` [K], `q_` [G] final group weights,
     `group_ids_` [G] the training group ids in q's order, `group_counts_` [G], `history_` (per-epoch
-    dicts), `best_epoch_`, `best_score_`, `unscored_groups_` (training groups with no validation
-    member, which worst-group selection could not score).
+    dicts), `best_epoch_`, `best_score_` (-inf without a validation set), `unscored_groups_` (training
+    groups with no validation member, which worst-group selection could not score),
+    `unseen_val_classes_` (classes of y_val absent from y: their rows are left out of selection, with
+    a warning). Inputs are checked by `spreadcon.apps.checks` (shapes, integer ids >= 0, finite X).
     Torch threads are not touched: `spreadcon --threads` sets them once for a process.
     """
 
@@ -106,6 +108,7 @@ class GroupDRO(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
     def _check_data(self, X, y, groups, X_val, y_val, groups_val) -> tuple:
+        """X [N, D], y [N], groups [N] and the validation arrays checked (`spreadcon.apps.checks`)."""
         X = check_embeddings(X)
         y = check_labels(y, len(X), "y")
         classes = np.unique(y)
@@ -116,16 +119,42 @@ class GroupDRO(ClassifierMixin, BaseEstimator):
                 raise ValueError("Group DRO needs groups [N]; pass them or use robust=False (ERM)")
             groups = np.zeros(len(X), dtype=np.int64)
         groups = check_labels(groups, len(X), "groups")
-        if X_val is not None:
-            X_val = check_embeddings(X_val, "X_val")
-            if X_val.shape[1] != X.shape[1]:
-                raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
-            y_val = check_labels(y_val, len(X_val), "y_val")
-            if self.select_by == "worst_group":
-                if groups_val is None:
-                    raise ValueError("select_by='worst_group' needs groups_val [N_val]")
-                groups_val = check_labels(groups_val, len(X_val), "groups_val")
-        return X, y, groups, X_val, y_val, groups_val
+        return (X, y, groups, *self._check_validation(X, X_val, y_val, groups_val))
+
+    def _check_validation(self, X: np.ndarray, X_val, y_val, groups_val) -> tuple:
+        """(X_val [M, D], y_val [M], groups_val [M] or None) checked; all None without X_val."""
+        if X_val is None:
+            if y_val is not None or groups_val is not None:
+                raise ValueError("y_val / groups_val were given without X_val; pass X_val [N_val, D] as well")
+            return None, None, None
+        X_val = check_embeddings(X_val, "X_val")
+        check_features(X_val, X.shape[1], "X_val")
+        if y_val is None:
+            raise ValueError("X_val needs y_val [N_val], the class of each validation row")
+        y_val = check_labels(y_val, len(X_val), "y_val")
+        if self.select_by == "worst_group" and groups_val is None:
+            raise ValueError("select_by='worst_group' needs groups_val [N_val]")
+        if groups_val is not None:
+            groups_val = check_labels(groups_val, len(X_val), "groups_val")
+        return X_val, y_val, groups_val
+
+    def _drop_unseen_classes(self, X_val: np.ndarray, y_val: np.ndarray, groups_val: np.ndarray | None) -> tuple:
+        """The validation rows whose class is one of `classes_`. Rows of classes absent from training
+        can never be predicted right (each would score 0.0 and pin the worst group at 0.0 every
+        epoch), so they are left out of model selection with a warning; recorded in
+        `unseen_val_classes_`. All rows unseen: a ValueError."""
+        seen = np.isin(y_val, self.classes_)
+        self.unseen_val_classes_ = sorted(np.unique(y_val[~seen]).tolist())
+        if seen.all():
+            return X_val, y_val, groups_val
+        if not seen.any():
+            raise ValueError(f"y_val holds only classes {self.unseen_val_classes_}, none of which is in y "
+                             f"(classes {self.classes_.tolist()}); pass a validation set of the training classes")
+        warnings.warn(f"y_val holds classes {self.unseen_val_classes_[:10]} ({int((~seen).sum())} of {len(y_val)} "
+                      f"rows) that y does not; the model cannot predict them, so those rows are left out of model "
+                      f"selection (they would score 0.0 every epoch). Add training rows of those classes or drop "
+                      f"them from the validation set", stacklevel=3)
+        return X_val[seen], y_val[seen], None if groups_val is None else groups_val[seen]
 
     def _features(self, X: np.ndarray) -> Tensor:
         return torch.as_tensor((X - self.mean_) / self.std_, dtype=torch.float32)
@@ -138,6 +167,9 @@ class GroupDRO(ClassifierMixin, BaseEstimator):
         self._check_params()
         X, y, groups, X_val, y_val, groups_val = self._check_data(X, y, groups, X_val, y_val, groups_val)
         self.classes_ = np.unique(y)
+        self.unseen_val_classes_: list[int] = []
+        if X_val is not None:
+            X_val, y_val, groups_val = self._drop_unseen_classes(X_val, y_val, groups_val)
         self.group_ids_, g = np.unique(groups, return_inverse=True)
         self.group_counts_ = np.bincount(g)
         self.unscored_groups_ = []
@@ -215,8 +247,7 @@ class GroupDRO(ClassifierMixin, BaseEstimator):
         """Logits [M, K] for X [M, D], columns in the order of `classes_`."""
         check_is_fitted(self, "linear_")
         X = check_embeddings(X)
-        if X.shape[1] != len(self.mean_):
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {len(self.mean_)}")
+        check_features(X, len(self.mean_))
         with torch.no_grad():
             return self.linear_(self._features(X)).double().numpy()
 

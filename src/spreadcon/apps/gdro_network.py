@@ -22,15 +22,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spreadcon.config import RUNTIME_KEYS, TrainConfig
 from spreadcon.group_dro import check_eta
+from spreadcon.io import file_sha256
+from spreadcon.runs import Run
+from spreadcon.train import train_or_reuse
 
 INITS = ("scratch", "run")
 # The trainer fields of the coarse run that the end models keep: the same data, split and network.
-KEPT = ("dataset", "dataset_options", "data_root", "data_seed", "subsample_fraction", "encoder", "encoder_options",
+KEPT = ("dataset", "dataset_options", "data_root", "data_seed", "subsample_fraction", "encoder", "encoder_options", "embedding",
         "eval_batch_size", "device", "channels_last")
 
 
@@ -56,20 +61,26 @@ class NetworkGroupDRO:
         check_eta(self.eta)
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-        if isinstance(self.epochs, bool) or int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if self.mode != "network":
+            raise ValueError(f"mode must be 'network' (the linear-frozen option is apps.gdro.GroupDRO), "
+                             f"got {self.mode!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("lr", "adjustment", "weight_decay"):
             value = getattr(self, name)
-            if not math.isfinite(float(value)) or float(value) < 0 or (name == "lr" and float(value) == 0):
-                raise ValueError(f"{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {value}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+                    or float(value) < 0 or (name == "lr" and float(value) == 0):
+                raise ValueError(f"{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
+        if not isinstance(self.group_sampling, bool):
+            raise ValueError(f"group_sampling must be true or false, got {self.group_sampling!r}")
 
     def get_params(self) -> dict[str, Any]:
         return asdict(self)
 
-    def train_config(self, run_config, *, method: str, groups: str | None, run_dir: Path, out_dir: Path):
+    def train_config(self, run_config: TrainConfig, *, method: str, groups: str | None, run_dir: Path, out_dir: Path):
         """The TrainConfig of one end model ("erm", "gdro_pseudo", "gdro_true") of a coarse run."""
-        from spreadcon.config import TrainConfig
-
         base = {k: getattr(run_config, k) for k in KEPT}
         robust = method != "erm"
         return TrainConfig(
@@ -81,13 +92,14 @@ class NetworkGroupDRO:
             init_from=str(run_dir) if self.init == "run" else None, out_dir=str(out_dir), progress=False,
             tensorboard=False)
 
-    def fit_run(self, run, pseudo_groups: str | Path, *, runs_dir: str | Path) -> dict[str, Path]:
+    def fit_run(self, run: Run, pseudo_groups: str | Path, *, runs_dir: str | Path) -> dict[str, Path]:
         """Train (or reuse) the three end models of a loaded coarse `run`; {method: run folder}.
 
         pseudo_groups: the .npz of `spreadcon.groups.write_group_file` (recovered groups of the train and val
         splits). The true groups are the dataset's `group` field, else its `stratum`."""
-        from spreadcon.runs import train_or_reuse
-
+        if not Path(pseudo_groups).is_file():
+            raise FileNotFoundError(f"pseudo_groups {pseudo_groups} does not exist; write it with "
+                                    f"spreadcon.groups.write_group_file (apps.robustness does)")
         true = "group" if run.dataset.group is not None else "stratum"
         plan = {"erm": None, "gdro_pseudo": str(pseudo_groups), "gdro_true": true}
         out = {}
@@ -99,12 +111,10 @@ class NetworkGroupDRO:
         return out
 
 
-def _digest(config, groups: str | None) -> str:
+def _digest(config: TrainConfig, groups: str | None) -> str:
     """A key of the end model's config; a pseudo-group file enters by its path and its content
     (recovered again with other settings, it keys a new end model)."""
-    from spreadcon.runs import file_sha256
-
-    d = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "device", "progress", "tensorboard")}
+    d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS - {"data_root"}}
     if groups is not None and groups not in ("group", "stratum"):
         d["groups_sha256"] = file_sha256(groups)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -29,16 +29,21 @@ experiment is `spreadcon reproduce fig5-noise`.
 
 from __future__ import annotations
 
-import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from torch import Tensor
+
+from spreadcon.apps.checks import check_embeddings, check_labels
+from spreadcon.checkpoint import checkpoint_stamp
+from spreadcon.io import save_csv, save_json, save_npy
+from spreadcon.runs import check_owned, load_run
 
 __all__ = [
     "noisy_scores", "mark_lowest", "relabel_to_nearest", "correct_labels",
@@ -47,7 +52,7 @@ __all__ = [
 
 
 def _check_rate(rate: float) -> float:
-    if not (0.0 <= float(rate) < 1.0):
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= float(rate) < 1.0):
         raise ValueError(f"noise rate must lie in [0, 1), got {rate}; pass the expected fraction "
                          "of wrong labels, e.g. 0.2")
     return float(rate)
@@ -61,6 +66,8 @@ def _as_views(z: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(f"z must be [B, D] or [B, V, D], got shape {tuple(z.shape)}")
     if labels.shape != (z.shape[0],):
         raise ValueError(f"labels must be [B] = [{z.shape[0]}], got shape {tuple(labels.shape)}")
+    if labels.dtype != torch.int64:  # a dtype check only: the values stay on the device, unsynchronised
+        raise ValueError(f"labels must be int64 class ids, got {labels.dtype}; pass labels.long()")
     return F.normalize(z if z.is_floating_point() else z.float(), dim=-1)
 
 
@@ -255,15 +262,11 @@ class NoisyLabelCorrector(BaseEstimator):
         return list(perm.split(int(self.batch_size)))
 
     def fit(self, X: Any, y: Any) -> "NoisyLabelCorrector":
-        from spreadcon.apps.strata import check_embeddings, check_labels
-
+        """Score, mark and relabel X [N, D] (N >= 1, finite) with class ids y [N] (ints >= 0)."""
         rate = _check_rate(self.noise_rate)
         x = torch.as_tensor(check_embeddings(X))
-        y = check_labels(y, x.shape[0], "y")
-        if y.size and y.min() < 0:
-            raise ValueError(f"y must hold non-negative class ids, got {int(y.min())}")
-        labels = torch.as_tensor(y)
-        k = int(labels.max()) + 1 if labels.numel() else 1
+        labels = torch.as_tensor(check_labels(y, x.shape[0], "y"))
+        k = int(labels.max()) + 1
         n = x.shape[0]
         scores = torch.empty(n, dtype=torch.float64)
         mask = torch.zeros(n, dtype=torch.bool)
@@ -284,15 +287,10 @@ def apply_to_run(run_dir: str | Path, *, corrector: NoisyLabelCorrector | None =
     """Correct the labels of one split of a trained run from its embeddings (`spreadcon apply noisy`).
 
     Writes OUT/<split>_corrected.csv (index,label,corrected_label,marked_noisy), OUT/<split>_scores.npy
-    and OUT/summary.json (stamped with the checkpoint; with the run's clean labels, when it was
+    and OUT/<split>_summary.json (one per split, stamped with the checkpoint; with the run's clean labels, when it was
     trained on noisy ones, detection precision/recall and label accuracy before and after).
     OUT defaults to RUN_DIR/noisy; corrector defaults to NoisyLabelCorrector(0.2).
     """
-    from sklearn.base import clone
-
-    from spreadcon.evaluate.stamp import checkpoint_stamp
-    from spreadcon.runs import load_run
-
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     fit = clone(corrector if corrector is not None else NoisyLabelCorrector())
@@ -301,11 +299,12 @@ def apply_to_run(run_dir: str | Path, *, corrector: NoisyLabelCorrector | None =
     emb = run.embeddings(split)
     fit.fit(emb["embedding"], emb["label"])
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "noisy"
+    check_owned(out, run_dir, "noisy --out")
     out.mkdir(parents=True, exist_ok=True)
     table = np.stack([emb["index"], emb["label"], fit.labels_, fit.noisy_mask_.astype(int)], 1)
-    np.savetxt(out / f"{split}_corrected.csv", table, fmt="%d", delimiter=",",
-               header="index,label,corrected_label,marked_noisy", comments="")
-    np.save(out / f"{split}_scores.npy", fit.scores_)
+    save_csv(table, out / f"{split}_corrected.csv", fmt="%d", delimiter=",",
+             header="index,label,corrected_label,marked_noisy", comments="")
+    save_npy(fit.scores_, out / f"{split}_scores.npy")
     summary: dict[str, Any] = {"run": str(run_dir), "split": split, "rate": float(fit.noise_rate),
                                "marked": int(fit.noisy_mask_.sum()), "changed": int((fit.labels_ != emb["label"]).sum()),
                                "stamp": checkpoint_stamp(run_dir, checkpoint)}
@@ -314,7 +313,7 @@ def apply_to_run(run_dir: str | Path, *, corrector: NoisyLabelCorrector | None =
         summary.update(detection_quality(fit.noisy_mask_, noisy))
         summary["accuracy_before"] = float((emb["label"] == emb["clean_label"]).mean())
         summary["accuracy_after"] = float((fit.labels_ == emb["clean_label"]).mean())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_json(summary, out / f"{split}_summary.json")
     return summary
 
 

@@ -17,7 +17,9 @@ its default stratum_sep=1.5, k = 2 wins in classes of three strata; at stratum_s
     StrataRecovery(overcluster=True)           # GEORGE's overclustering: split clusters where it helps
     recovery_scores(stratum, rec.pseudo_groups_)   # best-match precision/recall/F1, ARI, AMI
 
-Works on numpy arrays (or anything `np.asarray` accepts); no torch needed.
+Works on numpy arrays (or anything `np.asarray` accepts, torch tensors included); no torch needed.
+Inputs are checked by `spreadcon.apps.checks`: X finite [N, D] with N >= 1, y integer ids >= 0 [N];
+new points must have the D features seen in fit.
 """
 
 from __future__ import annotations
@@ -32,31 +34,13 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from spreadcon.apps.checks import check_embeddings, check_features, check_labels
+
+__all__ = ["StrataRecovery", "best_match_scores", "check_embeddings", "check_labels", "mean_cluster_silhouette",
+           "recovery_scores"]
+
 REDUCERS = ("umap", None)
 CLUSTERERS = ("gmm", "kmeans")
-
-
-def check_embeddings(X: Any, name: str = "X") -> np.ndarray:
-    """X as a finite float64 array [N, D]; a ValueError that says what is wrong otherwise."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [N, D] of embeddings, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ValueError(f"{name} has {bad} rows with NaN or inf; embed again or drop those rows "
-                         f"(a diverged model gives NaN embeddings)")
-    return X
-
-
-def check_labels(values: Any, n: int, name: str) -> np.ndarray:
-    """Integer ids [n]; a ValueError when the length does not match the data."""
-    values = np.asarray(values)
-    if values.shape != (n,):
-        raise ValueError(f"{name} has shape {values.shape} but the embeddings have {n} rows; "
-                         f"pass one id per row")
-    if not np.issubdtype(values.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer ids, got dtype {values.dtype}")
-    return values.astype(np.int64)
 
 
 def mean_cluster_silhouette(X: np.ndarray, labels: np.ndarray) -> float:
@@ -269,6 +253,7 @@ class StrataRecovery(BaseEstimator):
         X = check_embeddings(X)
         y = check_labels(y, len(X), "y")
         self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
         self._check_class_sizes(y, k_max)
         dim = self.n_components if self.reducer == "umap" else X.shape[1]
         self.embedding_ = np.zeros((len(X), dim))
@@ -301,6 +286,7 @@ class StrataRecovery(BaseEstimator):
         check_is_fitted(self, "classes_")
         X = check_embeddings(X)
         y = check_labels(y, len(X), "y")
+        check_features(X, self.n_features_in_)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if len(unknown):
             raise ValueError(f"classes {unknown.tolist()} were not seen in fit; "
@@ -310,6 +296,9 @@ class StrataRecovery(BaseEstimator):
     def transform(self, X: Any, y: Any) -> np.ndarray:
         """Reduced coordinates [M, n_components] of new points X [M, D] with classes y [M]."""
         X, y = self._check_fitted(X, y)
+        return self._transform(X, y)
+
+    def _transform(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = np.zeros((len(X), self.embedding_.shape[1]))
         for i, c in enumerate(self.classes_):
             rows = y == c
@@ -320,9 +309,9 @@ class StrataRecovery(BaseEstimator):
 
     def predict(self, X: Any, y: Any) -> np.ndarray:
         """Pseudo-groups [M] of new points X [M, D] whose classes y [M] are known."""
+        X, y = self._check_fitted(X, y)
         with threadpool_limits(self.n_threads):
-            Z = self.transform(X, y)
-            y = np.asarray(y)
+            Z = self._transform(X, y)
             out = np.zeros(len(Z), dtype=np.int64)
             for i, c in enumerate(self.classes_):
                 rows = y == c
@@ -347,8 +336,10 @@ def best_match_scores(true: Any, pred: Any, average: str = "macro") -> dict[str,
     if average not in ("macro", "weighted"):
         raise ValueError(f"average must be 'macro' or 'weighted', got {average!r}")
     true = np.asarray(true)
-    pred = check_labels(pred, len(true), "pred")
-    true = check_labels(true, len(true), "true")
+    if true.ndim != 1 or len(true) == 0:
+        raise ValueError(f"true must be a 1-d array of strata ids with at least one row, got shape {true.shape}")
+    pred = check_labels(pred, len(true), "pred", nonnegative=False)  # e.g. -1 for noise of a clusterer
+    true = check_labels(true, len(true), "true", nonnegative=False)
     strata, t = np.unique(true, return_inverse=True)
     clusters, p = np.unique(pred, return_inverse=True)
     counts = np.zeros((len(strata), len(clusters)))

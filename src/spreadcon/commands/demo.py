@@ -13,16 +13,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="the main job: SupCon vs SimCLR vs L_spread on MNIST-Coarse, trained, evaluated, reported",
         description="Train SupCon, SimCLR and L_spread on mnist5k-coarse (digit < 5 vs >= 5; the digit "
-                    "is the hidden stratum) with the same encoder, budget and seed, each jointly with a "
-                    "cross-entropy head (the paper's MNIST protocol), L_spread's alpha as selected by "
-                    "`spreadcon reproduce demo-alpha`. Evaluates each (end-model coarse accuracy, "
-                    "coarse-to-fine transfer, intra-class cosine, t-SNE), writes DIR/results.json, "
-                    "DIR/table.md and the pictures, and prints the report. About 10 minutes on 2 CPU cores. "
-                    "The same as `spreadcon reproduce demo`, written into DIR.",
+                    "is the hidden stratum) with the same budget and seed, each jointly with a "
+                    "cross-entropy head, under both protocols: the paper's (one embedding for the loss, "
+                    "the CE head and the probes) and the projection head's (h -> MLP -> z), beside two "
+                    "floors. Evaluates each (end-model coarse accuracy, coarse-to-fine transfer, "
+                    "intra-class cosine, t-SNE), writes DIR/results.json (with each run's seconds), "
+                    "DIR/table.md and the pictures, and prints the report. Planned to take under 10 "
+                    "minutes on 2 idle CPU cores. The same as `spreadcon reproduce demo`, written into DIR.",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the runs and the report")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per run (default: the demo's 30)")
-    parser.add_argument("--seed", type=int, default=0, help="seed shared by the three runs (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed shared by the runs (default: 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--smoke", action="store_true",
                         help="a seconds-long check of the whole pipeline on 8x8 digits-coarse with a "
@@ -33,12 +34,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spreadcon.experiments.demo import DEMO
-    from spreadcon.experiments.runner import run_experiment
+    from spreadcon.experiments.runner import Context, run_experiment
 
     overrides = {"train": {"epochs": args.epochs}} if args.epochs is not None else None
     try:
-        run_experiment(DEMO, out=args.out, exp_dir=args.out, seeds=[args.seed], device=args.device,
-                       smoke=args.smoke, overrides=overrides, progress=args.progress)
+        ctx = Context(out=args.out, exp_dir=args.out, device=args.device, smoke=args.smoke, overrides=overrides,
+                      progress=args.progress)
+        run_experiment(DEMO, ctx, seeds=[args.seed])
     except ValueError as err:
         print(f"spreadcon demo: error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spreadcon.experiments.runner import SCALES
+from spreadcon.experiments import SCALES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from spreadcon.experiments import registry
-    from spreadcon.experiments.runner import run_experiment
+    from spreadcon.experiments.runner import Context, run_experiment
 
     if args.list:
         for name, exp in registry.experiments().items():
-            print(f"{name:24s} ~{exp.cpu_minutes:g} min (small, 2 CPU cores)  {exp.summary}")
+            print(f"{name:24s} ~{exp.cpu_minutes:g} min expected (small, 2 CPU cores)  {exp.summary}")
         return 0
     if args.index:
         from spreadcon.experiments.index import write_index
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ValueError("give an experiment NAME, or --list to see them")
     exp = registry.get(args.name)
-    run_experiment(exp, scale=args.scale, seeds=args.seeds, out=args.out, data_root=args.data_root,
-                   device=args.device, smoke=args.smoke, dry_run=args.dry_run, dataset=args.dataset,
-                   report_only=args.report_only)
+    ctx = Context(out=Path(args.out), data_root=args.data_root, device=args.device, smoke=args.smoke,
+                  dataset=args.dataset, train=not args.report_only, dry_run=args.dry_run)
+    run_experiment(exp, ctx, scale=args.scale, seeds=args.seeds)
     return 0

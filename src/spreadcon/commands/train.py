@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -20,11 +21,16 @@ OPTIONS = {
     "--protocol": ("protocol", str, "joint (contrastive + CE head, the paper's ViT protocol), "
                                     "contrastive_then_probe (contrastive alone, then a linear probe: "
                                     "the paper's ResNet protocol) or ce (cross-entropy alone)"),
+    "--embedding": ("embedding", str, "paper (the loss, the CE head and the probes read one embedding, as in "
+                                      "the paper) or projection (h -> MLP -> z: the loss reads z, the probes h)"),
     "--alpha": ("alpha", float, "L_spread = alpha * L_attract + (1 - alpha) * L_repel"),
     "--temperature": ("temperature", float, "temperature tau of the contrastive loss"),
     "--epochs": ("epochs", int, "training epochs"),
     "--batch-size": ("batch_size", int, "images per step (each seen in `views` augmented views)"),
     "--lr": ("lr", float, "AdamW learning rate (cosine schedule with linear warm-up)"),
+    "--freeze-backbone-epochs": ("freeze_backbone_epochs", int, "fine-tuning: train the heads only for the "
+                                                                "first k epochs"),
+    "--backbone-lr-mult": ("backbone_lr_mult", float, "fine-tuning: the backbone's learning rate is lr * this"),
     "--seed": ("seed", int, "seed of model init, data order, augmentations and data transforms"),
     "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
 }
@@ -51,6 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for flag, (key, kind, text) in OPTIONS.items():
         parser.add_argument(flag, dest=key, type=kind, default=argparse.SUPPRESS,
                             help=f"{text} (default: {getattr(DEFAULTS, key)})")
+    parser.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                        help="a local state_dict (timm's or torchvision's format) for a timm:NAME or "
+                             "torchvision:NAME backbone, loaded strictly (sets encoder_options.weights)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="download the backbone's pretrained weights through timm / torchvision "
+                             "(needs the network; sets encoder_options.pretrained)")
     parser.add_argument("--out", dest="out_dir", default=argparse.SUPPRESS,
                         help=f"run folder to write (default: {DEFAULTS.out_dir})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -71,8 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults (or --config, or the run's saved config when resuming), then options, then --set."""
-    from spreadcon.commands._args import read_config
-    from spreadcon.config import apply_overrides
+    from spreadcon.config import apply_overrides, read_config
 
     explicit = {key: getattr(args, key) for key, *_ in OPTIONS.values() if hasattr(args, key)}
     for key in ("out_dir", "progress"):
@@ -86,30 +97,38 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if saved.exists():
             base = read_config(saved)
     data = {**base.to_dict(), **explicit}
-    return apply_overrides(TrainConfig.from_dict(data), list(args.overrides))
+    backbone = [f"encoder_options.weights={json.dumps(str(args.weights.expanduser().resolve()))}"] if args.weights else []
+    backbone += ["encoder_options.pretrained=true"] if args.pretrained else []
+    return apply_overrides(TrainConfig.from_dict(data), [*backbone, *args.overrides])
 
 
-def train_options(args: argparse.Namespace, train) -> dict[str, bool]:
-    """The keywords of `train()` for --resume / --overwrite; --overwrite needs a train() that has it."""
-    import inspect
-
+def train_options(args: argparse.Namespace) -> dict[str, bool]:
+    """The keywords of `train()` for --resume / --overwrite."""
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
-    options = {"resume": args.resume}
-    if args.overwrite:
-        if "overwrite" not in inspect.signature(train).parameters:
-            raise UserError("this spreadcon's train() cannot overwrite a run yet; delete the run folder "
-                            "or choose another --out")
-        options["overwrite"] = True
-    return options
+    return {"resume": args.resume, "overwrite": args.overwrite}
 
 
 def run(args: argparse.Namespace) -> int:
     """User errors (ValueError, OSError) go to `spreadcon.cli.main`'s one-line handler."""
+    from spreadcon.runs import read_metrics, run_status
     from spreadcon.train import train
 
     config = config_from_args(args)
-    run_dir = train(config, **train_options(args, train))
+    done_before = args.resume and run_status(config.out_dir).finished
+    run_dir = train(config, **train_options(args))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 reports
-        print(f"run folder: {run_dir}")
+        print(final_line(run_dir, read_metrics(run_dir), str(run_status(run_dir)), done_before))
     return 0
+
+
+def final_line(run_dir: Path, rows: list[dict], status: str, done_before: bool) -> str:
+    """The run's outcome in one line: its status, the best epoch's validation accuracy, the last loss."""
+    best = max((r for r in rows if r.get("best")), key=lambda r: r["epoch"], default=None)
+    parts = [f"run folder: {run_dir} ({status}" + ("; it had already finished: nothing to resume)" if done_before
+                                                   else ")")]
+    if best is not None and isinstance(best.get("val_acc"), (int, float)):
+        parts.append(f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f}")
+    if rows:
+        parts.append(f"last epoch {rows[-1]['epoch']}: loss {rows[-1].get('loss', float('nan')):.4f}")
+    return "; ".join(parts)

@@ -7,9 +7,9 @@
 """
 
 from spreadcon.data.base import SPLITS, StrataDataset
-from spreadcon.data.registry import DATASETS, DatasetInfo, load
+from spreadcon.data.registry import DATASETS, DatasetInfo, check_root, load
 from spreadcon.data.transforms import add_label_noise, labelled_fraction, subsample
 from spreadcon.data.views import Views, default_views
 
-__all__ = ["DATASETS", "SPLITS", "DatasetInfo", "StrataDataset", "Views", "add_label_noise", "default_views",
+__all__ = ["DATASETS", "check_root", "SPLITS", "DatasetInfo", "StrataDataset", "Views", "add_label_noise", "default_views",
            "labelled_fraction", "load", "subsample"]

@@ -83,11 +83,15 @@ class StrataDataset:
             transforms=list(self.transforms), meta=dict(self.meta),
         )
 
-    def get_split(self, name: str) -> "StrataDataset":
-        """The rows of one split: 'train', 'val' or 'test'."""
+    def rows(self, name: str) -> Tensor:
+        """The row numbers [n] (int64) of one split: 'train', 'val' or 'test'."""
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; choose one of {sorted(SPLITS)}")
-        return self.subset(self.split == SPLITS[name])
+        return torch.nonzero(self.split == SPLITS[name]).squeeze(1)
+
+    def get_split(self, name: str) -> "StrataDataset":
+        """The rows of one split: 'train', 'val' or 'test'."""
+        return self.subset(self.rows(name))
 
     def with_transform(self, record: dict[str, Any], **changes: Any) -> "StrataDataset":
         """A copy with some fields changed and `record` appended to `transforms`."""

@@ -57,7 +57,7 @@ def batch_arrays(path: Path, keys: tuple[str, ...], layout: str) -> tuple[np.nda
     missing = [k for k in ("data", *keys) if k not in d]
     if missing:
         raise corrupt(path, f"the batch has no {missing} (keys: {sorted(d)})")
-    data = np.asarray(d["data"], dtype=np.uint8)
+    data = pixels(d["data"], path)
     try:
         labels = [integer_ids(d[k], k, str(path)) for k in keys]
     except ValueError as err:
@@ -65,6 +65,20 @@ def batch_arrays(path: Path, keys: tuple[str, ...], layout: str) -> tuple[np.nda
     if data.ndim != 2 or data.shape[1] != 3072 or any(y.shape != (len(data),) for y in labels):
         raise corrupt(path, f"data {data.shape} should be [N, 3072] with {keys} of length N")
     return (data.reshape(-1, 3, 32, 32), *labels)
+
+
+def pixels(values: object, path: Path) -> np.ndarray:
+    """`data` as uint8 without wrapping: integers in 0..255 only (a cast would turn 300 into 44)."""
+    try:
+        raw = np.asarray(values)
+    except ValueError as err:  # ragged rows
+        raise corrupt(path, f"its data is not an array ({err})") from None
+    if raw.dtype == np.uint8:
+        return raw
+    if raw.dtype.kind not in "iu" or (raw.size and (raw.min() < 0 or raw.max() > 255)):
+        low_high = f"{raw.min()}..{raw.max()}" if raw.size and raw.dtype.kind in "iuf" else "?"
+        raise corrupt(path, f"its data has dtype {raw.dtype} (values {low_high}); expected uint8 pixels 0..255")
+    return raw.astype(np.uint8)
 
 
 def fetch(root: Path, which: str) -> None:
@@ -113,6 +127,10 @@ def cifar100(root: Path, seed: int = 0, *, coarse: bool = False, unequal: bool =
     folder = find_dir(root, "train", ("cifar-100-python", ""), LAYOUT_100)
     keys = ("fine_labels", "coarse_labels")
     train, test = (batch_arrays(folder / s, keys, LAYOUT_100) for s in ("train", "test"))
+    for file, (_, fine_ids, coarse_ids) in (("train", train), ("test", test)):
+        if fine_ids.max(initial=0) >= 100 or coarse_ids.max(initial=0) >= 20:
+            raise corrupt(folder / file, f"labels up to fine {fine_ids.max(initial=0)}, coarse "
+                                         f"{coarse_ids.max(initial=0)}; CIFAR-100 has fine ids 0..99, coarse 0..19")
     meta = read_pickle(folder / "meta", LAYOUT_100)
     fine_names, coarse_names = meta.get("fine_label_names"), meta.get("coarse_label_names")
     if fine_names is None or coarse_names is None or (len(fine_names), len(coarse_names)) != (100, 20):

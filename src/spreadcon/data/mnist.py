@@ -63,11 +63,17 @@ def mnist(root: Path, seed: int = 0, *, coarse: bool = False, val_fraction: floa
     folder = find_dir(root, (marker, f"{marker}.gz"), ("MNIST/raw", "raw", ""), LAYOUT)
     images, labels, split = [], [], []
     for index, (name, prefix) in enumerate(FILES.items()):
-        x = read_idx(require(idx_file(folder, f"{prefix}-images-idx3-ubyte"), LAYOUT))
-        y = read_idx(require(idx_file(folder, f"{prefix}-labels-idx1-ubyte"), LAYOUT))
-        if x.ndim != 3 or y.shape != (len(x),) or y.max(initial=0) > 9:
-            raise ValueError(f"{folder}: {prefix} images {x.shape} and labels {y.shape} do not match "
-                             f"(expected [N, 28, 28] and [N] digits 0..9)")
+        x_path = require(idx_file(folder, f"{prefix}-images-idx3-ubyte"), LAYOUT)
+        y_path = require(idx_file(folder, f"{prefix}-labels-idx1-ubyte"), LAYOUT)
+        x, y = read_idx(x_path), read_idx(y_path)
+        if x.ndim != 3 or y.shape != (len(x),):
+            raise ValueError(f"{x_path} holds images {x.shape} and {y_path} labels {y.shape}; expected "
+                             f"[N, H, W] and [N] (one label per image)")
+        if y.max(initial=0) > 9:
+            raise corrupt(y_path, f"label {int(y.max())} is not a digit 0..9")
+        if images and x.shape[1:] != images[0].shape[1:]:
+            raise ValueError(f"{x_path} holds {x.shape[1]}x{x.shape[2]} images but the training images are "
+                             f"{images[0].shape[1]}x{images[0].shape[2]}; both files must hold the same size")
         images.append(x)
         labels.append(y.astype(np.int64))
         split.append(np.full(len(y), 2 * index, dtype=np.int64))  # train 0, test 2

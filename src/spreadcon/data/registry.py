@@ -74,6 +74,19 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def check_root(name: str, root: str | Path | None) -> None:
+    """Refuse, before any work, a dataset read from files whose root is missing or not a folder."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    layout = DATASETS[name].layout
+    if layout is None:
+        return
+    if root is None:
+        raise ValueError(f"dataset {name!r} is read from your files: pass --data-root DIR laid out as\n{layout}")
+    if not Path(root).expanduser().exists():
+        raise FileNotFoundError(f"data root {root} (dataset {name!r}) does not exist. Expected layout:\n{layout}")
+
+
 def load(name: str, root: str | Path | None = None, seed: int = 0, **options: Any) -> StrataDataset:
     """All splits of dataset `name` (split tensor 0 = train, 1 = val, 2 = test)."""
     if name not in DATASETS:
@@ -96,8 +109,9 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, **options: An
         if root is None:
             raise ValueError(f"dataset {name!r} is read from your files: pass root=DIR laid out as\n{info.layout}")
         ds = info.build(Path(root).expanduser(), seed=seed, **options)
-    check_splits(ds, name, allow_empty_val=options.get("val_fraction", info.options.get("val_fraction")) == 0)
-    check_dataset(ds, f"dataset {name!r}" + (f" from {root}" if root is not None and info.layout else ""))
+    source = f"dataset {name!r}" + (f" from {root}" if root is not None and info.layout else "")
+    check_splits(ds, source, allow_empty_val=options.get("val_fraction", info.options.get("val_fraction")) == 0)
+    check_dataset(ds, source)
     views = info.views if info.views != "auto" else (
         "vector" if not ds.is_image else "digits" if ds.x.shape[1] == 1 else "simclr")
     ds.meta.update(dataset=name, seed=seed, options=dict(options),
@@ -107,13 +121,15 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, **options: An
     return ds
 
 
-def check_splits(ds: StrataDataset, name: str, *, allow_empty_val: bool) -> None:
+def check_splits(ds: StrataDataset, source: str, *, allow_empty_val: bool) -> None:
     """Refuse an empty train or test split, and an empty val split unless val_fraction=0 asked for
-    one (the paper's final runs train on the whole training split; see docs/datasets.md)."""
+    one (the paper's final runs train on the whole training split; see docs/datasets.md).
+    `source` names the dataset and its files ("dataset 'npz' from data/x.npz")."""
     for split, index in SPLITS.items():
         if not (ds.split == index).any() and not (split == "val" and allow_empty_val):
-            raise ValueError(f"dataset {name!r} came out with an empty {split} split; "
-                             f"it has {len(ds)} points in all: use more data or other fractions")
+            raise ValueError(f"{source} came out with an empty {split} split; it has {len(ds)} points in all: "
+                             f"use more data or other fractions (or, where the files give the split, "
+                             f"give rows of the {split} split)")
     ds.meta["val_split"] = "empty (val_fraction=0)" if not (ds.split == SPLITS["val"]).any() else "held out"
 
 

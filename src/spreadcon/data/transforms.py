@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spreadcon.data.base import SPLITS, StrataDataset
+from spreadcon.data.base import StrataDataset
 from spreadcon.data.splits import check_fraction, stratified_pick
 from spreadcon.data.validate import as_fraction, as_number
 
 
 def train_rows(ds: StrataDataset) -> torch.Tensor:
-    rows = torch.nonzero(ds.split == SPLITS["train"]).squeeze(1)
+    rows = ds.rows("train")
     if len(rows) == 0:
         raise ValueError(f"{ds.name} has no training rows to transform")
     return rows

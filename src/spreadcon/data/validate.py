@@ -1,9 +1,11 @@
 """Checks at load time: option values, label / stratum / group ids, and finite inputs.
 
 Every loader goes through `registry.load`, which calls `check_options` before any work and
-`check_dataset` on what the loader built; loaders that read user arrays (npz) turn them into
-ids with `integer_ids` + `compact_ids`. Each error names the file, key or value and says what
-to pass (issue 15: nothing cast without a word, nothing large allocated for a bad id).
+`check_dataset` on what the loader built (errors for what would train wrongly, warnings for what
+is legal but suspicious: classes without training points, strata under two classes); loaders
+that read user arrays (npz) turn them into ids with `integer_ids` + `compact_ids`. Each error
+names the file, key or value and says what to pass (issue 15: nothing cast without a word,
+nothing large allocated for a bad id).
 """
 
 from __future__ import annotations
@@ -138,7 +140,9 @@ def compact_ids(ids: np.ndarray, key: str, source: str) -> tuple[np.ndarray, lis
 # --- the dataset as built --------------------------------------------------------------------------
 def check_dataset(ds: StrataDataset, source: str) -> StrataDataset:
     """Refuse what would train wrongly: ids outside their names, fewer than two training
-    classes, NaN / inf inputs. Sparse group ids are renumbered (recorded). Returns ds."""
+    classes, NaN / inf inputs. Sparse group ids are renumbered (recorded). Warn (legal but
+    suspicious) about classes with no training point and strata not nested in one class.
+    Returns ds."""
     for key, names in (("label", ds.class_names), ("stratum", ds.stratum_names), ("clean_label", ds.class_names)):
         ids = getattr(ds, key)
         if ids is None:
@@ -159,7 +163,63 @@ def check_dataset(ds: StrataDataset, source: str) -> StrataDataset:
         raise ValueError(f"{source}: the train split holds {len(train)} points of {len(present)} class(es) "
                          f"{[ds.class_names[c] for c in present]}; a classifier needs at least two classes")
     check_finite(ds.x, "x", source)
+    warn_untrained_classes(ds, source)
+    check_strata_nested(ds, source)
     return ds
+
+
+# --- legal but suspicious: warnings ----------------------------------------------------------------
+def first_names(names: list[str], ids: list[int], few: int = 5) -> str:
+    """'a', 'b', 'c' (+ 7 more) for the first `few` of `ids`."""
+    shown = ", ".join(repr(names[i]) if i < len(names) else str(i) for i in ids[:few])
+    return shown + (f" (+ {len(ids) - few} more)" if len(ids) > few else "")
+
+
+def warn_untrained_classes(ds: StrataDataset, source: str) -> None:
+    """Warn, naming how many and the first few, about classes with no training point: the
+    classifier never sees them, so each of their val/test points is scored wrong."""
+    counts = torch.bincount(ds.label[ds.split == SPLITS["train"]], minlength=ds.num_classes)
+    empty = torch.nonzero(counts == 0).squeeze(1).tolist()
+    if empty:
+        what = "image" if ds.is_image else "point"
+        warnings.warn(f"{source}: {len(empty)} of {ds.num_classes} classes have no training {what} "
+                      f"({first_names(ds.class_names, empty)}); a model trained on this split never sees "
+                      f"them and gets every val/test {what} of them wrong: add training {what}s of those "
+                      f"classes or remove them from the data", stacklevel=4)  # the caller of data.load
+
+
+def nesting_conflicts(label: Tensor, stratum: Tensor) -> dict[int, list[int]]:
+    """{stratum id: its class ids} for every stratum whose points carry more than one class
+    (label, stratum: [N] int64). One sort of the distinct (stratum, class) pairs: O(N log N)."""
+    if len(label) == 0:
+        return {}
+    k = int(label.max()) + 1
+    pairs = torch.unique(stratum * k + label)  # [P] distinct (stratum, class) pairs, sorted by stratum
+    strata, counts = torch.unique_consecutive(pairs // k, return_counts=True)
+    classes = (pairs % k).split(counts.tolist())
+    return {int(z): c.tolist() for z, c, n in zip(strata, classes, counts) if n > 1}
+
+
+def check_strata_nested(ds: StrataDataset, source: str, *, refuse: bool = False) -> None:
+    """The paper's model (Sec. 2.1) puts every stratum in exactly one class; a stratum under two
+    classes is legal data, but the strata tables list it under one class with its full size and the
+    coarse-to-fine scores read it wrongly, so it is a warning. refuse=True (npz with explicit
+    `coarse` or `strata` arrays, where it can only be a mistake in the arrays) makes it an error.
+    Checked against `clean_label` when the dataset has label noise (noise alone never un-nests)."""
+    label = ds.clean_label if ds.clean_label is not None else ds.label
+    bad = nesting_conflicts(label, ds.stratum)
+    if not bad:
+        return
+    shown = "; ".join(f"stratum {ds.stratum_names[z] if z < ds.num_strata else z!r} under classes "
+                      f"{[ds.class_names[c] if c < ds.num_classes else c for c in cs]}"
+                      for z, cs in list(bad.items())[:3])
+    message = (f"{source}: {len(bad)} of {ds.num_strata} strata are not nested in one class ({shown}"
+               f"{'; ...' if len(bad) > 3 else ''}); every stratum must belong to exactly one class")
+    if refuse:
+        raise ValueError(f"{message}: give each (class, stratum) pair its own stratum id, e.g. "
+                         f"strata = labels * S + subgroup")
+    warnings.warn(f"{message}, or strata tables and coarse-to-fine scores read them wrongly: give each "
+                  f"(class, stratum) pair its own stratum id", stacklevel=4)
 
 
 def check_id_tensor(ids: Tensor, key: str, source: str) -> None:

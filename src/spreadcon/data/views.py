@@ -106,7 +106,7 @@ def default_views(ds: StrataDataset, recipe: str = "ours") -> Views:
     if recipe == "authors" and not ds.is_image:
         raise ValueError(f"recipe 'authors' is an image augmentation; {ds.name} holds vectors: use recipe='ours'")
     if kind == "vector":  # noise at 10% of the training features' typical spread
-        train = ds.x[ds.split == 0].float()
+        train = ds.x[ds.rows("train")].float()
         scale = float(train.std(0).mean()) if len(train) > 1 else 1.0
         return Views(kind="vector", noise_std=float(ds.meta.get("noise_std", 0.1 * scale)))
     c = ds.x.shape[1]

@@ -4,15 +4,20 @@
     feats = embed(encoder, x, prepare=views.prepare, normalize=True)
 
 `predict` is for a Classifier (spreadcon.models.classifier: forward -> (embedding, logits));
-`embed` for any module whose forward (or `method`) gives one [B, D] tensor.
+`embed` for any module whose forward (or `method`) gives one [B, D] tensor; `split_arrays` is one
+split of a dataset through a Classifier, as a run folder caches it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from spreadcon.data import StrataDataset, default_views
 
 Prepare = Callable[[Tensor], Tensor]
 
@@ -83,3 +88,43 @@ def embed(model: nn.Module, x: Tensor, batch_size: int = 512, prepare: Prepare |
         raise ValueError("embed got an empty input (x has 0 rows)")
     out = torch.cat(chunks)
     return torch.nn.functional.normalize(out, dim=1) if normalize else out
+
+
+def memory_available() -> int | None:
+    """Bytes of physical memory of this machine (None where it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(rows: int, columns: int, *, what: str, share: float = 0.5) -> None:
+    """Refuse to build float32 arrays [rows, columns] larger than `share` of physical memory,
+    before allocating them."""
+    need, have = 4 * rows * columns, memory_available()
+    if have is not None and need > share * have:
+        raise MemoryError(f"{what} need {need / 2**30:.1f} GiB ({rows:,} rows x {columns:,} columns of float32), "
+                          f"more than {share:.0%} of this machine's {have / 2**30:.1f} GiB; evaluate fewer rows or "
+                          f"classes (e.g. subsample_fraction) or use a larger machine")
+
+
+def split_arrays(model: nn.Module, ds: StrataDataset, split: str, batch_size: int,
+                 device: torch.device) -> dict[str, np.ndarray]:
+    """One split through a Classifier (eval mode): embedding [N, D] (what the loss reads), logits
+    [N, K], features [N, F] (the backbone output h, only when the encoder has a projection head),
+    index, label, stratum (rows of the dataset as trained), and clean_label, group, origin (rows of
+    the dataset as loaded) when set."""
+    index = ds.rows(split)
+    check_fits(len(index), model.num_classes + model.embed_dim + model.encoder.feature_dim, what=f"the {split} split's "
+               f"embeddings and logits")
+    has_proj = model.has_projection
+    out = predict(model, ds.x[index], prepare=default_views(ds).prepare, batch_size=batch_size, device=device,
+                  features=has_proj)
+    arrays = {"embedding": out[0].numpy(), "logits": out[1].numpy(), "index": index.numpy(),
+              "label": ds.label[index].numpy(), "stratum": ds.stratum[index].numpy()}
+    if has_proj:  # the backbone output h, before the projection head (the standard protocol's probe layer)
+        arrays["features"] = out[2].numpy()
+    for key in ("clean_label", "group", "origin"):
+        if getattr(ds, key) is not None:
+            arrays[key] = getattr(ds, key)[index].numpy()
+    return arrays

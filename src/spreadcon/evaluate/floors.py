@@ -22,14 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spreadcon.data import SPLITS
+from spreadcon.data import SPLITS, StrataDataset, default_views
 from spreadcon.evaluate import metrics, probes
 from spreadcon.evaluate.embed import embed
+from spreadcon.models import build_encoder
 
 FLOORS = ("raw-pixels", "random-init")
 
 
-def floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None = None, seed: int = 0,
+def floors(ds: StrataDataset, *, encoder: str, encoder_options: dict[str, Any] | None = None, seed: int = 0,
            probe: dict[str, Any] | None = None, split: str = "test", batch_size: int = 512,
            names: tuple[str, ...] = FLOORS) -> list[dict[str, Any]]:
     """Rows {"loss", "coarse_accuracy", "fine_transfer_accuracy", "split", "seed", "probed"} for
@@ -55,13 +56,10 @@ def floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None = None, s
     return rows
 
 
-def _floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None, seed: int,
+def _floors(ds: StrataDataset, *, encoder: str, encoder_options: dict[str, Any] | None, seed: int,
             probe: dict[str, Any] | None, split: str, batch_size: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """floors() without the RNG fork."""
-    from spreadcon.data.views import default_views
-    from spreadcon.models import build_encoder
-
-    rows = {s: torch.nonzero(ds.split == SPLITS[s]).squeeze(1) for s in ("train", split)}
+    rows = {s: ds.rows(s) for s in ("train", split)}
     prepare = default_views(ds).prepare
     torch.manual_seed(seed)
     net = build_encoder(encoder, tuple(ds.input_shape), **dict(encoder_options or {}))
@@ -78,7 +76,7 @@ def _floors(ds, *, encoder: str, encoder_options: dict[str, Any] | None, seed: i
     return out
 
 
-def _probe_both(ds, rows: dict[str, Tensor], split: str, tr: Tensor, te: Tensor, probe: dict[str, Any],
+def _probe_both(ds: StrataDataset, rows: dict[str, Tensor], split: str, tr: Tensor, te: Tensor, probe: dict[str, Any],
                 seed: int) -> dict[str, float | None]:
     """Coarse and fine accuracy on `split` of linear probes fit on the train features."""
     result: dict[str, float | None] = {}

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from spreadcon.evaluate.geometry import strata_centre_distances
+from spreadcon.io import save_figure
 
 
 def _pyplot():
@@ -189,6 +190,6 @@ def coloured_pair(coords: np.ndarray, left: np.ndarray, right: np.ndarray, path:
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     _pyplot().close(fig)
     return path

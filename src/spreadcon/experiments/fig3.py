@@ -8,7 +8,10 @@ its points' mean cosine with their own stratum centre (tightness), with their cl
 the distance of the stratum centre from the class centre, against the stratum's training size.
 Small scale: MNIST-5k-Coarse-U (strata keep 100/50/20/10/10% of their training digits), the
 same runs as fig2. Expected (Section 4.1): tightness and class-centre cosine grow with stratum
-size under L_spread; L_SC (shown beside it) pulls every stratum onto the class centre.
+size under L_spread; L_SC (shown beside it) pulls every stratum onto the class centre. The claim
+takes Spearman's rho(size, tightness) over the strata of each seed's run and asks whether its
+95% interval across seeds lies above zero (the strata of one run are not independent of each
+other, the seeds are).
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spreadcon.experiments import common, fig2
+from scipy.stats import spearmanr
+
+from spreadcon.experiments import charts, common, fig2
+from spreadcon.experiments.claims import Claim, groups, one_sample, verdict
 from spreadcon.experiments.paper import LOSS_NAMES
+from spreadcon.experiments.recipes import merge
 from spreadcon.experiments.runner import Experiment
 from spreadcon.experiments.table import mean_std
 
@@ -55,60 +62,41 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
                     lines.append(f"| {ds} | {LOSS_NAMES.get(loss, loss)} | {size} | {n_strata} | "
                                  + " | ".join(cells) + " |")
         lines.append("")
-    _scatter(per, out)
-    common.tsne_pictures(rows, out, max_points=cfg["tsne_points"], by_size=True, names=LOSS_NAMES)
+    charts.scatter_panels(per, x="train_size", hue="loss", names=LOSS_NAMES, path=out / "strata_by_size.png",
+                          panels=[m for _, m in LAYERS.values() if per and m[0] in per[0]],
+                          title="Figure 3: strata by size")
+    charts.tsne_pictures(rows, out, max_points=cfg["tsne_points"], by_size=True, names=LOSS_NAMES)
     return "\n".join(lines) + "\n"
 
 
-def _scatter(per: list[dict[str, Any]], out: Path) -> None:
-    if not per:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = [measures for _, measures in LAYERS.values() if measures[0] in per[0]]
-    sizes = sorted({r["train_size"] for r in per})
-    fig, axes = plt.subplots(len(layers), len(MEASURES), figsize=(4 * len(MEASURES), 3.5 * len(layers)),
-                             squeeze=False)
-    for row, measures in zip(axes, layers):
-        for ax, m in zip(row, measures):
-            for loss in dict.fromkeys(r["loss"] for r in per):
-                sub = [r for r in per if r["loss"] == loss]
-                ax.scatter([r["train_size"] for r in sub], [r[m] for r in sub], s=14, alpha=0.7,
-                           label=LOSS_NAMES.get(loss, loss))
-            ax.set(xscale="log", xlabel="training points in the stratum", ylabel=m)
-            ax.set_xticks(sizes, [str(v) for v in sizes], minor=False)
-            ax.set_xticks([], minor=True)
-            ax.legend(fontsize=8)
-    fig.suptitle("Figure 3: strata by size")
-    fig.tight_layout()
-    fig.savefig(out / "strata_by_size.png", dpi=120)
-    plt.close(fig)
+def rho_by_seed(per: list[dict[str, Any]], measure: str) -> dict[int, float]:
+    """{seed: Spearman rho between a stratum's training size and `measure`, over that seed's strata}."""
+    out = {}
+    for seed in dict.fromkeys(r["seed"] for r in per):
+        sub = [r for r in per if r["seed"] == seed and measure in r]
+        if len({r["train_size"] for r in sub}) > 1:
+            out[seed] = float(spearmanr([r["train_size"] for r in sub], [r[measure] for r in sub]).statistic)
+    return out
 
 
-def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Spearman correlation between a stratum's training size and its tightness, per loss."""
-    from scipy.stats import spearmanr
-
+def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[Claim]:
+    """Per dataset, loss and layer: larger strata are tighter (per-seed rho > 0 across seeds)."""
     per, out = strata_rows(rows), []
     for where, (_, measures) in LAYERS.items():
-        for ds in dict.fromkeys(r["dataset"] for r in per):
-            for loss in dict.fromkeys(r["loss"] for r in per):
-                sub = [r for r in per if r["dataset"] == ds and r["loss"] == loss and measures[0] in r]
-                if len({r["train_size"] for r in sub}) < 2:
-                    continue
-                rho = spearmanr([r["train_size"] for r in sub], [r[measures[0]] for r in sub]).statistic
-                out.append((f"{ds}, {LOSS_NAMES.get(loss, loss)}: larger strata are tighter{where}",
-                            f"{'yes' if rho > 0 else 'no'}; Spearman rho(size, tightness) = {rho:.2f} over "
-                            f"{len(sub)} (stratum, seed) pairs"))
+        for cell in groups(per, ("dataset", "loss")):
+            rhos = rho_by_seed([r for r in per if r["dataset"] == cell["dataset"] and r["loss"] == cell["loss"]],
+                               measures[0])
+            if rhos:
+                out.append(("paper", f"{cell['dataset']}, {LOSS_NAMES.get(cell['loss'], cell['loss'])}: larger "
+                            f"strata are tighter{where}",
+                            verdict([(one_sample(rhos), "Spearman rho(size, tightness), mean over seeds")],
+                                    scale=1.0)))
     return out
 
 
 EXPERIMENTS = [Experiment(
     name="fig3", summary="Figure 3: strata tightness and distance from the class centre against stratum size",
-    cpu_minutes=15, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=15, module=__name__, config=lambda scale: merge(small if scale == "small" else full),
     smoke=lambda cfg: {**common.smoke_grid(cfg, 1), "tsne_points": 100},
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ("strata",)),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec, claims=claims,

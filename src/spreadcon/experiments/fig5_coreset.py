@@ -12,7 +12,7 @@ the coreset's positions in the train split; selection on the validation split li
 and its test coarse_accuracy is the row. The score runs are shared by every evaluation seed (the
 runner's seeds); one row per evaluation seed holds every (method, size) of that seed.
 The paper (CIFAR10, ResNet18): +1.0 point over prior work at 30%, up to +5.2 over Toneva et al.;
-competitive at large sizes. Small scale: digits and the recipe of fig4 (common.SMALL_TRAIN, batch 64). Expected: the difficulty
+competitive at large sizes. Small scale: digits and the recipe of fig4 (recipes.SMALL_TRAIN, batch 64). Expected: the difficulty
 coreset at or above random and the score baselines at the smallest sizes.
 """
 
@@ -23,11 +23,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from torch import Tensor, nn
 
-from spreadcon.experiments import common
+from spreadcon.apps.coreset import difficulty_counts, random_coreset, strata_coreset, top_score_coreset
+from spreadcon.apps.coreset_scores import forgetting_counts, grand_scores, model_el2n, model_logits
+from spreadcon.build import build_dataset
+from spreadcon.data import StrataDataset
+from spreadcon.data.views import default_views
+from spreadcon.evaluation import evaluate_run
+from spreadcon.experiments import charts, common
+from spreadcon.experiments.claims import Claim, winner_claims
 from spreadcon.experiments.paper import CLAIMS
-from spreadcon.experiments.runner import Context, Experiment, RunSpec, train_config, train_run
+from spreadcon.experiments.recipes import DIGITS, SMALL_TRAIN, merge
+from spreadcon.experiments.runner import Context, Experiment, RunSpec
 from spreadcon.experiments.table import mean_std
+from spreadcon.io import save_npy
+from spreadcon.runs import load_run
 
 METHODS = ("strata", "random", "forgetting", "el2n", "grand", "forgetting-cb", "el2n-cb", "grand-cb")
 LABELS = {"strata": "L_spread difficulty (ours)", "random": "random (class-balanced)",
@@ -41,13 +52,13 @@ small: dict[str, Any] = {
     "dataset": "digits",
     "methods": METHODS,
     "sizes": (0.3, 0.5, 0.7, 0.9),
-    "train": common.merge(common.SMALL_TRAIN, common.DIGITS),   # the recipe of fig4; epochs below
+    "train": merge(SMALL_TRAIN, DIGITS),   # the recipe of fig4; epochs below
     "difficulty": {"fractions": (0.1, 0.2, 0.5), "seeds": (0, 1, 2), "epochs": 20, "labelled_fraction": 0.01,
                    "min_labels_per_class": 2, "alpha": 0.5, "temperature": 0.5},
     "scores": {"seeds": (0, 1), "epochs": 20, "early_epoch": 3},
     "eval_epochs": 20,
 }
-full: dict[str, Any] = {**common.merge(small, {
+full: dict[str, Any] = {**merge(small, {
     "dataset": "cifar10", "difficulty": {"epochs": 200, "min_labels_per_class": 1},
     "scores": {"epochs": 200, "early_epoch": 20}, "eval_epochs": 200}), "train": {"encoder": "resnet18", "lr": 3e-4}}
 
@@ -69,7 +80,7 @@ def check(cfg: dict[str, Any]) -> None:
 
 
 def base_train(cfg: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return common.merge(cfg["train"], {"dataset": cfg["dataset"]}, changes)
+    return merge(cfg["train"], {"dataset": cfg["dataset"]}, changes)
 
 
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]:
@@ -78,20 +89,16 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
                               s, {"dataset": cfg["dataset"]}) for s in seeds]
 
 
-def full_train_split(cfg: dict[str, Any], ctx: Context):
-    """(train split of the dataset as loaded, its prepared images): what every score is about."""
-    from spreadcon.data.views import default_views
-    from spreadcon.runs import build_dataset
-
-    ds = build_dataset(train_config(RunSpec("data", {"train": base_train(cfg)}, 0), ctx))
+def full_train_split(cfg: dict[str, Any], ctx: Context) -> tuple[StrataDataset, Any, Tensor]:
+    """(the dataset as loaded, its train split, the split's prepared images [N, C, H, W]): what
+    every score is about."""
+    ds = build_dataset(common.train_config(RunSpec("data", {"train": base_train(cfg)}, 0), ctx))
     train = ds.get_split("train")
     return ds, train, default_views(ds).prepare(train.x)
 
 
-def logits_only(model):
+def logits_only(model: nn.Module) -> nn.Module:
     """The module x -> logits of a run's model (which returns (embedding, logits)), for the score functions."""
-    from torch import nn
-
     class Logits(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -105,10 +112,6 @@ def logits_only(model):
 
 def difficulty_scores(cfg: dict[str, Any], ctx: Context, data: tuple) -> tuple[np.ndarray, dict[str, float]]:
     """Difficulty counts [N_train] (runs whose final model is right) and the labelled fraction used per t."""
-    from spreadcon.apps.coreset import difficulty_counts
-    from spreadcon.apps.coreset_scores import model_logits
-    from spreadcon.runs import load_run
-
     d, (ds, train, x) = cfg["difficulty"], data
     correct, used = [], {}
     for t in d["fractions"]:
@@ -117,7 +120,7 @@ def difficulty_scores(cfg: dict[str, Any], ctx: Context, data: tuple) -> tuple[n
         spec_train = base_train(cfg, loss="spread", alpha=d["alpha"], temperature=d["temperature"], epochs=d["epochs"],
                                 subsample_fraction=t, labelled_fraction=used[f"{t:g}"])
         for seed in d["seeds"]:
-            run_dir = train_run(common.train_spec(f"coreset/difficulty/t{t:g}", spec_train, seed, {}), ctx)
+            run_dir = common.train_run(common.train_spec(f"coreset/difficulty/t{t:g}", spec_train, seed, {}), ctx)
             model = load_run(run_dir, checkpoint="last").model
             correct.append((model_logits(logits_only(model), x).argmax(1) == train.label).numpy())
     return difficulty_counts(np.stack(correct)), used
@@ -125,15 +128,12 @@ def difficulty_scores(cfg: dict[str, Any], ctx: Context, data: tuple) -> tuple[n
 
 def baseline_scores(cfg: dict[str, Any], ctx: Context, data: tuple) -> dict[str, np.ndarray]:
     """forgetting, el2n, grand [N_train] from full-data cross-entropy runs."""
-    from spreadcon.apps.coreset_scores import forgetting_counts, grand_scores, model_el2n
-    from spreadcon.runs import load_run
-
     sc, (_, train, x) = cfg["scores"], data
     histories, early = [], []
     for seed in sc["seeds"]:
         spec_train = base_train(cfg, protocol="ce", epochs=sc["epochs"], track_examples=True,
                                 keep_checkpoints=[sc["early_epoch"]])
-        run_dir = train_run(common.train_spec("coreset/scores-ce", spec_train, seed, {}), ctx)
+        run_dir = common.train_run(common.train_spec("coreset/scores-ce", spec_train, seed, {}), ctx)
         histories.append(np.load(run_dir / "example_correct.npy"))
         early.append(logits_only(load_run(run_dir, checkpoint=sc["early_epoch"]).model))
     wanted = {m.removesuffix("-cb") for m in cfg["methods"]}
@@ -147,8 +147,6 @@ def baseline_scores(cfg: dict[str, Any], ctx: Context, data: tuple) -> dict[str,
 
 def select(method: str, size: float, labels: np.ndarray, scores: dict[str, np.ndarray], seed: int) -> np.ndarray:
     """Positions in the train split of one coreset."""
-    from spreadcon.apps.coreset import random_coreset, strata_coreset, top_score_coreset
-
     if method == "strata":
         return strata_coreset(scores["strata"], labels, size, seed=seed)
     if method == "random":
@@ -160,8 +158,6 @@ def select(method: str, size: float, labels: np.ndarray, scores: dict[str, np.nd
 
 def subset_file(index: np.ndarray, ctx: Context) -> Path:
     """OUT/subsets/<hash of the positions>.npy: named by content, so a run's config names its coreset."""
-    from spreadcon.runs import save_npy
-
     index = np.asarray(index, dtype=np.int64)
     path = ctx.runs_dir.parent / "subsets" / f"{hashlib.sha1(index.tobytes()).hexdigest()[:16]}.npy"
     if not path.exists():
@@ -172,14 +168,12 @@ def subset_file(index: np.ndarray, ctx: Context) -> Path:
 
 def fresh_accuracy(spec: RunSpec, ctx: Context, index: np.ndarray | None) -> float:
     """Test coarse_accuracy of a fresh CE model trained on train positions `index` (None: all)."""
-    from spreadcon.evaluate.run import evaluate_run
-
     train = dict(spec.params["train"])
     name = "coreset/full"
     if index is not None:
         train["train_subset"] = str(subset_file(index, ctx))
         name = f"coreset/n{len(index)}"
-    run_dir = train_run(common.train_spec(name, train, spec.seed, {}), ctx)
+    run_dir = common.train_run(common.train_spec(name, train, spec.seed, {}), ctx)
     return evaluate_run(run_dir, transfer=False, geometry=False)["coarse_accuracy"]
 
 
@@ -225,27 +219,29 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
         lines += ["", f"Difficulty runs: L_spread on subsamples, CE head on ({used}) of each subsample's labels "
                   f"(>= {cfg['difficulty']['min_labels_per_class']} per class); bucket sizes by count: "
                   f"{info.get('bucket_sizes')}."]
-    common.line_plot([r for r in coresets if r["method"] != "full"], x="size", hue="method", metric="coarse_accuracy",
+    charts.line_plot([r for r in coresets if r["method"] != "full"], x="size", hue="method", metric="coarse_accuracy",
                      path=out / "fig5_coreset.png", title="Figure 5 (right): coreset size vs test accuracy")
     return "\n".join(lines) + f"\n\nThe paper plots this (no table); its text: {CLAIMS['fig5-coreset']}\n"
 
 
-def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return common.winner_claims(flat(rows), group="size", key="method", metric="coarse_accuracy", winner="strata",
-                                against=("random", "forgetting", "el2n", "grand"),
-                                what="(strata-difficulty coreset) beats every baseline at this size")
+def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[Claim]:
+    """Per size: the strata-difficulty coreset beats each baseline, paired over evaluation seeds."""
+    return winner_claims(flat(rows), group="size", key="method", metric="coarse_accuracy", winner="strata",
+                         against=("random", "forgetting", "el2n", "grand"),
+                         what="(strata-difficulty coreset) beats every baseline at this size")
 
 
 def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = common.merge(cfg, {"seeds": 1, "sizes": (0.5,), "eval_epochs": 1,
+    out = merge(cfg, {"seeds": 1, "sizes": (0.5,), "eval_epochs": 1,
                              "difficulty": {"fractions": (0.5,), "seeds": (0,), "epochs": 1},
                              "scores": {"seeds": (0,), "epochs": 1, "early_epoch": 1}})
-    out["train"] = {**cfg["train"], "encoder": "cnn-test", "encoder_options": {}, "batch_size": 64}
+    out["train"] = {**cfg["train"], "encoder": "cnn-test", "encoder_options": {}, "embedding": "paper",
+                    "batch_size": 64}
     return out
 
 
 EXPERIMENTS = [Experiment(
     name="fig5-coreset", summary="Figure 5 (right): coreset accuracy by size, strata difficulty vs baselines",
-    cpu_minutes=20, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=20, module=__name__, config=lambda scale: merge(small if scale == "small" else full),
     smoke=smoke, plan=plan, execute=execute, report=report, validate=common.validate_train_spec, claims=claims,
 )]

@@ -11,7 +11,7 @@ fraction, seed); methods:
     spread+fix   L_spread + the geometric correction
     spread       L_spread, no correction
 
-The expectation-based debiased loss of Appendix F.3.1 (`spreadcon.losses_debiased`) is not
+The expectation-based debiased loss of Appendix F.3.1 (`spreadcon.losses.debiased`) is not
 offered: the trainer cannot build it (it is not in spreadcon.losses.LOSSES, and build_loss would
 not pass it the noise rate). At rate 0 the correction is a no-op, so "+fix" rows share the
 uncorrected run. End accuracy is evaluate_run's coarse_accuracy (CE head, best validation epoch).
@@ -21,7 +21,7 @@ the correction's last epoch (metrics.jsonl), and on the final train embeddings o
 L_SC run, the offline heuristic (NoisyLabelCorrector) and cleanlab's confident learning.
 The paper (CIFAR10): uncorrected noise costs up to 10 points at 50% noise; the correction wins
 back 4.8 points at 50% with L_SC; L_spread recovers 75% of the lost accuracy at 20% noise, L_SC 45%.
-Small scale: digits, the recipe of fig4 (common.SMALL_TRAIN, batch 64). Expected: accuracy falls with noise for
+Small scale: digits, the recipe of fig4 (recipes.SMALL_TRAIN, batch 64). Expected: accuracy falls with noise for
 uncorrected L_SC; the corrected runs fall less; "recovered" is printed per cell.
 """
 
@@ -31,10 +31,18 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from spreadcon.experiments import common
+from matplotlib.figure import Figure
+
+from spreadcon.apps.noisy import NoisyLabelCorrection, NoisyLabelCorrector, cleanlab_detect, detection_quality
+from spreadcon.build import build_dataset
+from spreadcon.evaluation import evaluate_run
+from spreadcon.experiments import charts, common
+from spreadcon.experiments.claims import Claim, by_seed, compare
 from spreadcon.experiments.paper import CLAIMS
-from spreadcon.experiments.runner import Context, Experiment, RunSpec, train_config, train_run
+from spreadcon.experiments.recipes import DIGITS, SMALL_TRAIN, merge
+from spreadcon.experiments.runner import Context, Experiment, RunSpec
 from spreadcon.experiments.table import Stat, mean_std
+from spreadcon.runs import Run, load_run
 
 METHODS: dict[str, tuple[str, bool]] = {   # name -> (loss, geometric correction)
     "supcon": ("supcon", False),
@@ -53,7 +61,7 @@ small: dict[str, Any] = {
     "methods": tuple(METHODS),
     "correction_warmup_epochs": 2.0,   # no correction before the embedding means something
     # the validated recipe (docs/recipes.md) at the digits batch size, as in fig4
-    "train": common.merge(common.SMALL_TRAIN, common.DIGITS,
+    "train": merge(SMALL_TRAIN, DIGITS,
                           {"alpha": 0.5, "temperature": 0.5, "ce_labels": "clean"}),
 }
 full: dict[str, Any] = {**small, "dataset": "cifar10", "train": {
@@ -69,7 +77,7 @@ def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list) -> list[RunSpec]
         for r in cfg["noise_rates"]:
             for m in cfg["methods"]:
                 loss, fix = METHODS[m]
-                train = common.merge(cfg["train"], {"dataset": cfg["dataset"], "loss": loss, "noise_rate": r,
+                train = merge(cfg["train"], {"dataset": cfg["dataset"], "loss": loss, "noise_rate": r,
                                                     "labelled_fraction": f})
                 extra = {"method": m}
                 if fix and r > 0:
@@ -89,12 +97,9 @@ def training(spec: RunSpec) -> RunSpec:
     return RunSpec(name, params, spec.seed)
 
 
-def correction(spec: RunSpec, ctx: Context):
+def correction(spec: RunSpec, ctx: Context) -> NoisyLabelCorrection:
     """The NoisyLabelCorrection callback of a corrected run (its detection counts against the clean labels)."""
-    from spreadcon.apps.noisy import NoisyLabelCorrection
-    from spreadcon.runs import build_dataset
-
-    config = train_config(spec, ctx)
+    config = common.train_config(spec, ctx)
     ds = build_dataset(config)
     train = ds.get_split("train")
     steps = math.ceil(len(train) / config.batch_size)
@@ -104,11 +109,8 @@ def correction(spec: RunSpec, ctx: Context):
 
 
 def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
-    from spreadcon.evaluate.run import evaluate_run
-    from spreadcon.runs import load_run
-
     run_spec = training(spec)
-    run_dir = train_run(run_spec, ctx, [correction(run_spec, ctx)] if "correction" in run_spec.params else [])
+    run_dir = common.train_run(run_spec, ctx, [correction(run_spec, ctx)] if "correction" in run_spec.params else [])
     run = load_run(run_dir)
     row: dict[str, Any] = {**evaluate_run(run, transfer=False, geometry=False), "run_dir": str(run_dir)}
     last = run.metrics[-1] if run.metrics else {}
@@ -118,10 +120,8 @@ def execute(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     return row
 
 
-def offline_detection(run: Any) -> dict[str, Any]:
+def offline_detection(run: Run) -> dict[str, Any]:
     """Detection P/R on the run's final train embeddings: the heuristic vs cleanlab."""
-    from spreadcon.apps.noisy import NoisyLabelCorrector, cleanlab_detect, detection_quality
-
     train = run.embeddings("train")
     x, y = train["embedding"], train["label"]
     noisy = y != train.get("clean_label", y)
@@ -207,13 +207,11 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Accuracy against the noise rate, one line per method, one panel per labelled fraction."""
     summary = summarise(rows)
     fractions = sorted({r["labelled_fraction"] for r in rows})
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 3.6), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(fractions), 3.6))
+    axes = fig.subplots(1, len(fractions), squeeze=False)
     for ax, fraction in zip(axes[0], fractions):
         for m in dict.fromkeys(r["method"] for r in rows):
             pts = sorted((k[1], v) for k, v in summary.items() if k[0] == m and k[2] == fraction)
@@ -223,27 +221,31 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                title=f"CE head on {fraction:.0%} of labels")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    charts.save(fig, path)
 
 
-def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Per labelled fraction and noise rate > 0: which corrected loss recovers more of what noise cost L_SC."""
+def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[Claim]:
+    """Per labelled fraction and noise rate > 0, paired over seeds: noise costs uncorrected L_SC
+    accuracy, and L_spread + correction ends more accurate than L_SC + correction (the sign of
+    "recovers more": both shares divide by the same cost of noise; the shares, on seed means,
+    are quoted beside)."""
     summary, out = summarise(rows), []
     for f in sorted({r["labelled_fraction"] for r in rows}):
-        for rate in sorted({r["noise_rate"] for r in rows if r["noise_rate"] > 0}):
-            rec = {m: recovered(summary, m, rate, f) for m in ("spread+fix", "supcon+fix")}
-            clean, noisy = summary.get(("supcon", 0.0, f)), summary.get(("supcon", rate, f))
-            if clean and noisy:
-                out.append((f"CE head on {f:g} of labels, noise {rate:g}: uncorrected L_SC loses accuracy",
-                            f"{'yes' if noisy.mean < clean.mean else 'no'}; {100 * clean.mean:.1f} clean -> "
-                            f"{100 * noisy.mean:.1f} noisy"))
-            if None not in rec.values():
-                out.append((f"CE head on {f:g} of labels, noise {rate:g}: L_spread + correction recovers more than "
-                            f"L_SC + correction",
-                            f"{'yes' if rec['spread+fix'] > rec['supcon+fix'] else 'no'}; recovered "
-                            f"{rec['spread+fix']:.0%} vs {rec['supcon+fix']:.0%} (paper at 20% noise: 75% vs 45%)"))
+        cell = [r for r in rows if r["labelled_fraction"] == f]
+        for rate in sorted({r["noise_rate"] for r in cell if r["noise_rate"] > 0}):
+            acc = {(m, r): by_seed(cell, "coarse_accuracy", method=m, noise_rate=r)
+                   for m in ("supcon", "spread+fix", "supcon+fix") for r in (0.0, rate)}
+            where = f"CE head on {f:g} of labels, noise {rate:g}"
+            if acc[("supcon", 0.0)] and acc[("supcon", rate)]:
+                out.append(compare("paper", f"{where}: uncorrected L_SC loses accuracy", acc[("supcon", rate)],
+                                   acc[("supcon", 0.0)], "noisy - clean", higher=False))
+            if acc[("spread+fix", rate)] and acc[("supcon+fix", rate)]:
+                rec = {m: recovered(summary, m, rate, f) for m in ("spread+fix", "supcon+fix")}
+                share = ("" if None in rec.values() else f"recovered {rec['spread+fix']:.0%} vs "
+                         f"{rec['supcon+fix']:.0%} on seed means; ") + "paper at 20% noise: 75% vs 45%"
+                out.append(compare("paper", f"{where}: L_spread + correction recovers more than L_SC + correction",
+                                   acc[("spread+fix", rate)], acc[("supcon+fix", rate)],
+                                   "L_spread + correction - L_SC + correction", note=share))
     return out
 
 
@@ -251,12 +253,12 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
     """Seconds: a test-size encoder, one epoch, a third of the data, two rates, two methods."""
     return {**cfg, "seeds": 1, "noise_rates": (0.0, 0.2), "methods": ("supcon", "spread+fix"),
             "correction_warmup_epochs": 0.0,
-            "train": {**cfg["train"], "encoder": "cnn-test", "encoder_options": {}, "epochs": 1,
+            "train": {**cfg["train"], "encoder": "cnn-test", "encoder_options": {}, "embedding": "paper", "epochs": 1,
                       "subsample_fraction": 0.3, "batch_size": 64}}
 
 
 EXPERIMENTS = [Experiment(
     name="fig5-noise", summary="Figure 5 (centre): accuracy under label noise, geometric correction vs none",
-    cpu_minutes=25, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=25, module=__name__, config=lambda scale: merge(small if scale == "small" else full),
     smoke=smoke, plan=plan, execute=execute, report=report, validate=common.validate_train_spec, claims=claims,
 )]

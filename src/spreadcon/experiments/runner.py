@@ -1,4 +1,4 @@
-"""Run an experiment: plan its runs, train or reuse them, evaluate them, write the tables.
+"""Run an experiment: plan its runs, obtain and evaluate them, write the tables and the claims.
 
 An `Experiment` is a handful of functions over a plain config dict (big_vision style):
 
@@ -8,41 +8,31 @@ An `Experiment` is a handful of functions over a plain config dict (big_vision s
                                           the sweep's tau stage after its alpha stage, add runs)
     execute(spec, ctx)       -> dict   one row's metrics (obtains its training runs, evaluates them)
     report(rows, cfg, out_dir) -> str  markdown (tables); may also write PNGs into out_dir
+    claims(rows, cfg)        -> [(kind, claim, verdict)]  `spreadcon.experiments.claims`
 
 Every training run lives in OUT/runs/<key> (`RunSpec.key`: a readable name plus a hash of the
 run's TrainConfig differences from the defaults and its seed), so the same run asked for by two
-experiments is trained once. Whether a run is finished, and resuming an interrupted one, is
-`spreadcon.runs.train_or_reuse` / `is_finished`'s business (`train_run` below); the runner keeps
-no marker of its own. Evaluations are cheap next to training and are recomputed on every call.
-The experiment's own folder OUT/<name> gets results.json (all rows), table.md and the figures.
+experiments is trained once (`common.train_run`; the runner keeps no marker of its own).
+Evaluations are cheap next to training and are recomputed on every call. The experiment's own
+folder OUT/<name> gets results.json (all rows), table.md and the figures, through spreadcon.io.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-SCALES = ("small", "medium", "full")
-
-
-def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
-    """Later dicts override earlier ones; nested dicts (dataset_options, ...) merge key by key."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for key, value in (d or {}).items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-    return out
+from spreadcon.data import check_root
+from spreadcon.experiments import SCALES
+from spreadcon.experiments import claims as claims_mod
+from spreadcon.experiments.recipes import merge
+from spreadcon.io import git_revision, save_json, save_text
 
 
 @dataclass(frozen=True)
@@ -70,21 +60,33 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Context:
-    """What a run needs but does not depend on: where runs and data live, which device, how loud,
-    and whether it may train (False for --report-only: unfinished runs are skipped)."""
+    """One invocation of an experiment: which variant of its config (smoke, dataset, overrides),
+    where runs, tables and data live, on which device, how loud, and what it may do (train:
+    False for --report-only, whose unfinished runs are skipped; dry_run: plan and validate only).
+    None of it enters a run's key; `config` is the resolved config, set by run_experiment."""
 
-    runs_dir: Path = Path("results/runs")
+    out: Path = Path("results")          # training runs in OUT/runs, tables in OUT/<folder>
+    exp_dir: Path | None = None          # the tables' folder (default: runner.output_dir)
     data_root: str | None = None
     device: str | None = None
     smoke: bool = False
+    dataset: str | None = None           # run on this dataset instead of the experiment's own
+    overrides: dict[str, Any] | None = None  # differences merged into the config, e.g. {"train": {"epochs": 5}}
+    train: bool = True
+    dry_run: bool = False
     verbose: bool = True
     progress: bool = False
-    train: bool = True
-    config: dict[str, Any] = field(default_factory=dict)  # the experiment's resolved config
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.out) / "runs"
 
 
 @dataclass(frozen=True)
 class Experiment:
+    """One table or figure of the paper: its configs and the functions over them (module docstring)."""
+
     name: str
     summary: str                 # what it reproduces, one line
     cpu_minutes: float           # expected wall time of `--scale small` on 2 CPU cores
@@ -95,9 +97,9 @@ class Experiment:
     execute: Callable[[RunSpec, Context], dict[str, Any]]
     report: Callable[[list[dict[str, Any]], dict[str, Any], Path], str]
     validate: Callable[[RunSpec], None] | None = None  # dry-run check of one run (e.g. build its TrainConfig)
-    # The paper's claims checked on the rows: [(claim, verdict)], verdict "yes", "no" or "mixed"
-    # followed by the numbers that decide it. Written to table.md and results.json.
-    claims: Callable[[list[dict[str, Any]], dict[str, Any]], list[tuple[str, str]]] | None = None
+    # Claims checked on the rows: [(kind, claim, verdict)] (`spreadcon.experiments.claims`),
+    # written to table.md and results.json.
+    claims: Callable[[list[dict[str, Any]], dict[str, Any]], list[claims_mod.Claim]] | None = None
     scales: tuple[str, ...] = ("small", "full")  # the scales `config` defines ("medium": real data, CPU hours)
 
 
@@ -105,46 +107,7 @@ class RunNotFinished(LookupError):
     """A run that --report-only may not train; its row is left out of the tables."""
 
 
-# --- training runs ----------------------------------------------------------------------------
-def train_config(spec: RunSpec, ctx: Context):
-    """The TrainConfig of a training RunSpec: its params["train"] plus seed, folder and device."""
-    from spreadcon.config import TrainConfig
-
-    return TrainConfig.from_dict({**spec.params["train"], "seed": spec.seed, "out_dir": str(ctx.runs_dir / spec.key),
-                                  "data_root": ctx.data_root, "device": ctx.device or "auto",
-                                  "progress": ctx.progress, "tensorboard": False})
-
-
-def train_run(spec: RunSpec, ctx: Context, callbacks: Sequence[Any] = ()) -> Path:
-    """The folder of the spec's finished training run: trained, resumed or reused by
-    `spreadcon.runs.train_or_reuse`. Without ctx.train, RunNotFinished unless it is finished."""
-    from spreadcon import runs
-
-    config = train_config(spec, ctx)
-    finished = runs.is_finished(Path(config.out_dir))
-    if not ctx.train and not finished:
-        raise RunNotFinished(f"{spec.key} has not finished")
-    if ctx.verbose:
-        print(f"[reproduce] {spec.key}: {'reused' if finished else 'training'}", flush=True)
-    return Path(runs.train_or_reuse(config, callbacks=callbacks))
-
-
 # --- running an experiment --------------------------------------------------------------------
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def git_revision() -> str | None:
-    """The source tree's commit ('-dirty' with local changes), as the run folders record it."""
-    from spreadcon.runs import git_revision as revision
-
-    rev = revision()
-    return None if rev is None else rev[:10] + ("-dirty" if rev.endswith("-dirty") else "")
-
-
 def resolve_config(exp: Experiment, scale: str, smoke: bool, dataset: str | None = None,
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The experiment's `scale` config, optionally on another `dataset`, with `overrides` merged
@@ -217,9 +180,13 @@ def collect_rows(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], ctx
     return rows, len(done)
 
 
-def validate_plan(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], *, verbose: bool, label: str) -> None:
-    """Plan and validate the first stage of `exp`; print each run's key and params."""
+def validate_plan(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], *, verbose: bool, label: str,
+                  data_root: str | None = None) -> None:
+    """Plan and validate the first stage of `exp` (with the data root of each dataset read from
+    files); print each run's key and params."""
     specs = plan_runs(exp, cfg, seeds)
+    for name in sorted({s.params["train"]["dataset"] for s in specs if "dataset" in s.params.get("train", {})}):
+        check_root(name, data_root)
     for spec in specs:
         if exp.validate is not None:
             exp.validate(spec)
@@ -229,33 +196,28 @@ def validate_plan(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], *,
         print(f"[reproduce] {exp.name} ({label}): {len(specs)} runs planned, all valid; nothing was run")
 
 
-def run_experiment(
-    exp: Experiment, *, scale: str = "small", seeds: int | Sequence[int] | None = None, out: str | Path = "results",
-    data_root: str | None = None, device: str | None = None, smoke: bool = False, dry_run: bool = False,
-    verbose: bool = True, dataset: str | None = None, report_only: bool = False,
-    overrides: dict[str, Any] | None = None, exp_dir: str | Path | None = None, progress: bool = False,
-) -> Path:
-    """Run (or, with `dry_run`, only plan and validate) every run of `exp`; write its tables
-    into `exp_dir` (default: output_dir(out, ...)) and return that folder. Training runs live in
-    OUT/runs. `report_only` trains nothing: the tables come from the runs finished so far, and
-    their header says how many of the planned rows that is."""
-    cfg = resolve_config(exp, scale, smoke, dataset, overrides)
+def run_experiment(exp: Experiment, ctx: Context, *, scale: str = "small",
+                   seeds: int | Sequence[int] | None = None) -> Path:
+    """Run (or, with ctx.dry_run, only plan and validate) every run of `exp`; write its tables
+    into ctx.exp_dir (default: output_dir(ctx.out, ...)) and return that folder. Training runs
+    live in OUT/runs. Without ctx.train nothing is trained: the tables come from the runs
+    finished so far, and their header says how many of the planned rows that is."""
+    cfg = resolve_config(exp, scale, ctx.smoke, ctx.dataset, ctx.overrides)
     seed_ids = seed_list(cfg, seeds)
-    out = Path(out)
-    folder = Path(exp_dir) if exp_dir is not None else output_dir(out, exp.name, scale, smoke, dataset)
-    if dry_run:
-        validate_plan(exp, cfg, seed_ids, verbose=verbose, label=scale + (", smoke" if smoke else ""))
+    folder = Path(ctx.exp_dir) if ctx.exp_dir is not None else output_dir(ctx.out, exp.name, scale, ctx.smoke,
+                                                                          ctx.dataset)
+    if ctx.dry_run:
+        validate_plan(exp, cfg, seed_ids, verbose=ctx.verbose, label=scale + (", smoke" if ctx.smoke else ""),
+                      data_root=ctx.data_root)
         return folder
-    ctx = Context(runs_dir=out / "runs", data_root=data_root, device=device, smoke=smoke, verbose=verbose,
-                  progress=progress, train=not report_only, config=cfg)
-    rows, planned = collect_rows(exp, cfg, seed_ids, ctx)
+    rows, planned = collect_rows(exp, cfg, seed_ids, replace(ctx, config=cfg))
     if not rows:
-        raise ValueError(f"{exp.name}: no finished run under {out / 'runs'} to report")
+        raise ValueError(f"{exp.name}: no finished run under {ctx.runs_dir} to report")
     folder.mkdir(parents=True, exist_ok=True)
     command = (f"spreadcon reproduce {exp.name} --scale {scale} --seeds {len(seed_ids)}"
-               + (f" --dataset {dataset}" if dataset else "") + (" --smoke" if smoke else ""))
-    write_outputs(exp, cfg, rows, folder, planned=planned, command=command, verbose=verbose,
-                  header={"scale": scale, "smoke": smoke, "seeds": len(seed_ids), "dataset": dataset})
+               + (f" --dataset {ctx.dataset}" if ctx.dataset else "") + (" --smoke" if ctx.smoke else ""))
+    write_outputs(exp, cfg, rows, folder, planned=planned, command=command, verbose=ctx.verbose,
+                  header={"scale": scale, "smoke": ctx.smoke, "seeds": len(seed_ids), "dataset": ctx.dataset})
     return folder
 
 
@@ -263,20 +225,16 @@ def write_outputs(exp: Experiment, cfg: dict[str, Any], rows: list[dict[str, Any
                   planned: int, command: str, verbose: bool, header: dict[str, Any]) -> None:
     """folder/results.json (rows, config, claims) and folder/table.md (the report and the claims)."""
     claims = exp.claims(rows, cfg) if exp.claims is not None else []
-    git = git_revision()  # once: both files carry the same stamp
-    _write_json(folder / "results.json", {
-        "experiment": exp.name, "summary": exp.summary, **header, "git": git, "config": cfg,
-        "claims": claims, "rows": rows, "runs_planned": planned, "runs_finished": len(rows),
-    })
-    body = exp.report(rows, cfg, folder)
-    if claims:
-        body += "\n## The paper's claims, checked on these runs\n\n" + "".join(
-            f"- {claim}: **{verdict}**\n" for claim, verdict in claims)
+    git = git_revision(short=True)  # once: both files carry the same stamp
+    save_json({"experiment": exp.name, "summary": exp.summary, **header, "git": git, "config": cfg,
+               "claims": [list(c) for c in claims], "rows": rows, "runs_planned": planned,
+               "runs_finished": len(rows)}, folder / "results.json", sort_keys=True)
+    body = exp.report(rows, cfg, folder) + claims_mod.markdown(claims)
     partial = (f"**Partial: {len(rows)} of the {planned} runs planned so far had finished** (written with "
                f"--report-only); re-run the command to complete it.\n\n") if len(rows) < planned else ""
     top = (f"# {exp.name}: {exp.summary}\n\nRegenerated by `{command}` (git {git or 'unknown'}); "
            f"every number below comes from results.json in this folder.\n\n{partial}")
-    (folder / "table.md").write_text(top + body)
+    save_text(top + body, folder / "table.md")
     if verbose:
         print(body)
         print(f"[reproduce] wrote {folder}")

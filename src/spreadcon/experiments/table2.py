@@ -6,7 +6,7 @@ The paper (end-model accuracy, ViT, joint CE head): CIFAR10 89.7 / 90.9 / 91.3 /
 CIFAR100 68.0 / 67.5 / 68.9 / 69.1 for L_SS / L_SC / L_attract / L_spread: L_attract beats L_SC,
 L_spread beats both. L_attract uses tau 0.5 (the paper gives no other value); L_spread the
 paper's (tau, alpha) per dataset. Small scale: MNIST-5k (10 digits) and digits, the recipe of
-fig4 (common.SMALL_TRAIN).
+fig4 (recipes.SMALL_TRAIN).
 Expected at small scale: all four within about a point of each other on these easy tasks; the
 ordering, not the level, is what to compare.
 """
@@ -16,8 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spreadcon.experiments import common
+from spreadcon.experiments import charts, common
+from spreadcon.experiments.claims import Claim, winner_claims
 from spreadcon.experiments.paper import LOSS_NAMES, TABLE2_ATTRACT, paper_value
+from spreadcon.experiments.recipes import DIGITS, SMALL_TRAIN, VIT, merge
 from spreadcon.experiments.runner import Experiment
 from spreadcon.experiments.table import markdown
 
@@ -25,21 +27,21 @@ LOSSES = ("simclr", "supcon", "attract", "spread")
 small: dict[str, Any] = {
     "seeds": 3,
     "losses": LOSSES,
-    "train": common.SMALL_TRAIN,
+    "train": SMALL_TRAIN,
     "floors": True,   # raw-pixel and random-init probes beside the losses (common.floor_specs)
-    "datasets": {"mnist5k": {"spread": {"alpha": 0.5}}, "digits": {**common.DIGITS, "spread": {"alpha": 0.5}}},
+    "datasets": {"mnist5k": {"spread": {"alpha": 0.5}}, "digits": {**DIGITS, "spread": {"alpha": 0.5}}},
 }
 full: dict[str, Any] = {
     "seeds": 3,
     "losses": LOSSES,
-    "train": common.VIT,
+    "train": VIT,
     "datasets": {"cifar10": {"spread": {"temperature": 0.9, "alpha": 0.67}},
                  "cifar100": {"spread": {"alpha": 0.33}}},
 }
 
 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
-    common.bar_chart(rows, group="dataset", hue="loss", metric="coarse_accuracy", path=out / "table2.png",
+    charts.bar_chart(rows, group="dataset", hue="loss", metric="coarse_accuracy", path=out / "table2.png",
                      title="Table 2: L_attract alone")
     return ("## End-model test accuracy (%)\n\n"
             + markdown(rows, row_key="dataset", col_key="loss", metric="coarse_accuracy", col_names=LOSS_NAMES,
@@ -47,16 +49,16 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
             + "\nPaper columns for mnist5k/digits: none (the paper's Table 2 has CIFAR10 and CIFAR100 only).\n")
 
 
-def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    return (common.winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="attract", against=("supcon",),
-                                 what="beats L_SC")
-            + common.winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="spread",
-                                   against=("attract", "supcon", "simclr"), what="beats L_attract, L_SC and L_SS"))
+def claims(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[Claim]:
+    return (winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="attract", against=("supcon",),
+                          what="beats L_SC")
+            + winner_claims(rows, group="dataset", metric="coarse_accuracy", winner="spread",
+                            against=("attract", "supcon", "simclr"), what="beats L_attract, L_SC and L_SS"))
 
 
 EXPERIMENTS = [Experiment(
     name="table2-attract", summary="Table 2: L_attract alone vs L_SS, L_SC, L_spread (end-model accuracy)",
-    cpu_minutes=50, module=__name__, config=lambda scale: common.merge(small if scale == "small" else full),
+    cpu_minutes=50, module=__name__, config=lambda scale: merge(small if scale == "small" else full),
     smoke=lambda cfg: common.smoke_grid(cfg, 1),
     plan=lambda cfg, seeds, rows: common.grid_plan(cfg, seeds, ()),
     execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,

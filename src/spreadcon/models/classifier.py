@@ -33,6 +33,11 @@ class Classifier(nn.Module):
         return int(self.encoder.embed_dim)
 
     @property
+    def has_projection(self) -> bool:
+        """True when the encoder has a projection head (encoder.proj is not Identity)."""
+        return bool(self.encoder.has_projection)
+
+    @property
     def num_classes(self) -> int:
         return int(self.head.out_features)
 

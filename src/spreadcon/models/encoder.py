@@ -7,6 +7,14 @@ The paper and its authors use no projection head: the contrastive loss and the c
 head both read the backbone embedding, so `proj` defaults to None and embed_dim == feature_dim.
 (The cross-entropy head is `Classifier.head`, in spreadcon.models.classifier.)
 Losses L2-normalise what they receive; the encoder returns unnormalised vectors.
+
+`data_config` is None for spreadcon's own encoders (they take the data as it is); for a timm or
+torchvision backbone it is the model's pretrained input size and normalisation,
+{"input_size": (C, H, W), "mean": (C floats), "std": (C floats), "interpolation", "crop_pct"}, which
+the data side should resize and normalise with. `init_source` says where the backbone's initial
+weights came from ({"pretrained", "weights", "dropped", "adapted"}; None for random init).
+`backbone_frozen` (set by spreadcon.models.finetune.set_backbone_trainable) keeps the backbone in
+eval mode through `train()`.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from torch import Tensor, nn
 class Encoder(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, input_shape: tuple[int, ...], *,
                  proj: nn.Module | None = None, embed_dim: int | None = None, name: str = "",
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None,
+                 init_source: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.proj = proj if proj is not None else nn.Identity()
@@ -30,6 +39,21 @@ class Encoder(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.name = name
         self.options = dict(options or {})
+        self.data_config = None if data_config is None else dict(data_config)
+        self.init_source = None if init_source is None else dict(init_source)
+        self.backbone_frozen = False
+
+    @property
+    def has_projection(self) -> bool:
+        """True when a projection head `proj` follows the backbone (proj is not Identity)."""
+        return not isinstance(self.proj, nn.Identity)
+
+    def train(self, mode: bool = True) -> "Encoder":
+        """As nn.Module.train, but a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:

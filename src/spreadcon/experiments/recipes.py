@@ -1,0 +1,103 @@
+"""The training settings experiments share, how they compose (`merge`), and how a run is keyed.
+
+A training run's key hashes `resolve_train(overrides)`: the TrainConfig's differences from its
+defaults, minus `config.RUNTIME_KEYS` (where and how a run is shown) and the seed (hashed on its
+own). Adding a trainer option therefore leaves finished runs valid; after changing a trainer
+default, use a fresh --out (each run folder's config.json holds its full resolved config).
+`config_dict` turns the hashed dict back into the overrides of a TrainConfig.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from spreadcon.config import RUNTIME_KEYS, TrainConfig
+
+# Small scale (2 CPU cores): the demo's recipe, chosen on validation (docs/recipes.md, issue 16):
+# the `cnn-digits` net (two conv-BN stages 16/32 flattened into a 256-d h) with a projection head
+# (h -> MLP -> 128-d z for the loss; probes read h), Adam lr 1e-3 (weight decay 0), batch 256, 30
+# epochs, the joint CE head. The 8x8 digits sets have 1,300 training images: batch 64 gives them
+# 20 steps an epoch (not validated separately). channels_last (NHWC convolutions): 1.2-1.3x the
+# images/s of NCHW on one thread, about equal on two; same maths (benchmarks/trainer.py --options).
+SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn-digits", "embedding": "projection",
+                               "encoder_options": {"proj_dim": 128, "proj_hidden": 256},
+                               "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
+                               "channels_last": True}
+# The paper's protocol at small scale (issue 26): no projection head, so the loss, the CE head and the
+# probes read one 128-d embedding, here after a 256-unit ReLU layer on the flattened 16/32 conv map.
+# Set from stage P's result (scripts/recipe_search.py, docs/recipes.md "The paper protocol": the rule
+# is the mean validation coarse accuracy of L_SS, L_SC and L_spread, never test, never fine labels).
+# Stage P is still running: this is its best recipe so far; replace it with stage P's final choice.
+PAPER_TRAIN: dict[str, Any] = {"encoder": "cnn", "embedding": "paper",
+                               "encoder_options": {"widths": [16, 32], "flatten": True, "hidden": [256],
+                                                   "out_dim": 128},
+                               "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
+                               "channels_last": True}
+# The two protocols (TrainConfig.embedding), the paper's first: every fig4 table and the demo run both.
+PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_TRAIN, "projection": SMALL_TRAIN}
+DIGITS: dict[str, Any] = {"batch_size": 64}
+# L_spread's alpha chosen on a validation split with SMALL_TRAIN (docs/recipes.md, stage B: 0.16 and
+# 0.25 tie, the tie goes to the smaller). Datasets not listed keep the paper's alpha for their analogue.
+VALIDATED_ALPHA: dict[str, float] = {"mnist5k-coarse": 0.16}
+# The paper protocol's alpha per dataset. NOT validated yet: 0.25 is the paper's coarse-to-fine alpha
+# (Appendix E.2, tau 0.5), used until the E.2 sweep under PAPER_TRAIN sets it.
+PAPER_ALPHA: dict[str, float] = {"mnist5k-coarse": 0.25}
+# {embedding: {dataset: alpha}}: L_spread's alpha under each protocol.
+PROTOCOL_ALPHA: dict[str, dict[str, float]] = {"paper": PAPER_ALPHA, "projection": VALIDATED_ALPHA}
+# Full scale: the authors' ViT recipe (SPEC.md; TrainConfig's defaults are its optimiser settings).
+VIT: dict[str, Any] = {"encoder": "vit", "epochs": 600}
+# The paper's ResNet50 datasets (Waterbirds, ISIC): contrastive loss alone, then a linear probe.
+RESNET50: dict[str, Any] = {"encoder": "resnet50", "epochs": 200, "protocol": "contrastive_then_probe"}
+# The coarse-to-fine probe of the authors' code (SPEC.md); an experiment's cfg["probe"] overrides it.
+PROBE: dict[str, Any] = {"epochs": 100, "lr": 1e-3}
+
+
+def merge(*dicts: dict[str, Any] | None) -> dict[str, Any]:
+    """Later dicts override earlier ones; nested dicts (encoder_options, ...) merge key by key."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in (d or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def smoke_train(train: dict[str, Any]) -> dict[str, Any]:
+    """Shrink a train config to seconds: 1 epoch, the encoder's test variant, a small subsample."""
+    encoder = train.get("encoder", "cnn")
+    return merge(train, {
+        "epochs": 1, "encoder": encoder if encoder.endswith("-test") else f"{encoder.split('-')[0]}-test",
+        "subsample_fraction": min(0.15, train.get("subsample_fraction", 1.0)), "batch_size": 64,
+        "warmup_epochs": 0.0, "probe_epochs": 2, "keep_checkpoints": [],
+    })
+
+
+# --- keys ---------------------------------------------------------------------------------
+def _named_head(train: dict[str, Any]) -> bool:
+    """Whether encoder_options name a projection head (proj_dim): then embedding="projection" is
+    implied, and left out of the key (runs keyed before the `embedding` key existed keep theirs)."""
+    return (train.get("encoder_options") or {}).get("proj_dim") is not None
+
+
+def resolve_train(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig of these overrides, validated, as its differences from the defaults
+    (values normalised by the config, e.g. ints as floats) minus RUNTIME_KEYS and the seed:
+    what a run's key hashes (`runner.RunSpec.digest`)."""
+    config = TrainConfig.from_dict(config_dict({k: v for k, v in overrides.items() if k != "seed"}))
+    defaults = TrainConfig().to_dict()
+    out = {k: v for k, v in config.to_dict().items()
+           if k not in RUNTIME_KEYS and k != "seed" and v != defaults[k]}
+    if out.get("embedding") == "projection" and _named_head(out):
+        del out["embedding"]
+    return out
+
+
+def config_dict(train: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides from a hashed dict (`resolve_train`): embedding="projection" where
+    encoder_options name a projection head and no embedding is given."""
+    if "embedding" in train or not _named_head(train):
+        return dict(train)
+    return {**train, "embedding": "projection"}
