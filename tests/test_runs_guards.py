@@ -67,6 +67,7 @@ def test_relative_data_root_is_stored_absolute(tmp_path, monkeypatch):
     ("loss_options.bogus=1", "loss_options {'bogus': 1} do not fit loss 'spread'"),
     ('encoder_options.widths=[8, {"a": 1}]', "encoder 'cnn-test' with encoder_options"),
     ("keep_checkpoints=abc", "keep_checkpoints takes a list of epoch numbers"),
+    ('encoder_options.widths="abc"', "encoder 'cnn-test' with encoder_options {'widths': 'abc'}"),
 ])
 def test_nested_values_are_checked_and_named(tmp_path, capsys, override, phrase):
     code, err = cli(capsys, "train", *TINY, "--set", override, "--out", str(tmp_path / "run"))
@@ -106,3 +107,47 @@ def test_noisy_summaries_are_per_split(two_runs):
     apply_to_run(a, corrector=NoisyLabelCorrector(0.2), split="test")
     summaries = {s: json.loads((a / "noisy" / f"{s}_summary.json").read_text())["split"] for s in ("train", "test")}
     assert summaries == {"train": "train", "test": "test"}
+
+
+def test_a_failed_write_is_not_masked_by_the_lock(tmp_path, monkeypatch):
+    """The lock's release never raises over the error that ended the run."""
+    from spreadcon.run_lock import RunLock
+
+    lock = RunLock(tmp_path).acquire()
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(PermissionError(13, "x")))
+    with pytest.raises(OSError, match="disk full"):
+        try:
+            raise OSError("disk full")
+        finally:
+            lock.release()
+    assert lock.fd is None
+
+
+def test_training_in_a_log_file_writes_one_line_per_epoch_and_a_final_line(tmp_path, capsys):
+    code = main(["train", "--dataset", "digits-coarse", "--encoder", "cnn-test", "--epochs", "2", "--batch-size",
+                 "512", "--device", "cpu", "--set", "tensorboard=false", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "\r" not in err
+    assert [line.split(":")[0] for line in err.splitlines() if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert "run folder:" in out and "best epoch" in out and "2 of 2 epochs" in out
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume"]) == 0
+    assert "it had already finished: nothing to resume" in capsys.readouterr().out
+
+
+def test_recipe_tables_are_kept_in_a_clone_without_the_runs(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "recipe_search.py"
+    spec = importlib.util.spec_from_file_location("recipe_search", script)
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    doc = tmp_path / "recipes.md"
+    doc.write_text("<!-- tables:begin -->\nmeasured rows\n<!-- tables:end -->\n<!-- tables-H:begin -->\nH rows\n"
+                   "<!-- tables-H:end -->\n")
+    monkeypatch.setattr(recipes, "DOC", doc)
+    monkeypatch.setattr(recipes, "RUNS", tmp_path / "no-runs")
+    monkeypatch.setattr(recipes, "LEDGER", tmp_path / "no-ledger.json")
+    recipes.write_tables([])
+    recipes.write_tables(["H"])
+    assert doc.read_text().count("rows") == 2 and "not run" not in doc.read_text()
+    assert "kept" in capsys.readouterr().err

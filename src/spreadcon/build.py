@@ -146,7 +146,7 @@ def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: 
         torch.manual_seed(config.seed)
         try:
             encoder = models.build_encoder(config.encoder, tuple(input_shape), **encoder_options(config, restore=restore))
-        except TypeError as err:  # an option value of the wrong kind, e.g. widths=[8, {...}]
+        except (TypeError, ValueError) as err:  # an option value of the wrong kind: widths=[8, {...}], widths="abc"
             raise ValueError(f"encoder {config.encoder!r} with encoder_options {config.encoder_options}: {err}") from None
         return Classifier(encoder, num_classes, head_input=config.head_input)
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from spreadcon.experiments import charts, common
 from spreadcon.experiments.claims import FAILS, HOLDS, UNCLEAR, Claim, by_seed, describe, outcome, paired_difference
 from spreadcon.experiments.paper import HYPERPARAMETERS, LOSS_NAMES, SMALL_ANALOGUE, SWEEP_ALPHAS, SWEEP_TAUS
-from spreadcon.experiments.recipes import DIGITS, SMALL_TRAIN, VIT, merge, smoke_train
+from spreadcon.experiments.recipes import DIGITS, PAPER_TRAIN, SMALL_TRAIN, VIT, merge, smoke_train
 from spreadcon.experiments.runner import Experiment, RunSpec
 from spreadcon.experiments.table import mean_std
 
@@ -156,9 +156,18 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
             "per_dataset": {}, "probe": {"epochs": 2}}
 
 
+# The paper protocol's alpha (issue 26): E.2's alpha stage on PAPER_TRAIN, whose tau stage P of
+# docs/recipes.md already chose for every loss (the same selection rule: validation coarse accuracy).
+paper_small: dict[str, Any] = {**small, "train": PAPER_TRAIN, "taus": (), "baselines": ()}
+
 EXPERIMENTS = [Experiment(
     name="sweep", summary="Appendix E.2: alpha at tau 0.5, then tau for the two best alphas (val accuracy)",
     cpu_minutes=75, module=__name__, config=lambda scale: merge(small if scale == "small" else full),
+    smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
+    claims=claims,
+), Experiment(
+    name="sweep-paper", summary="Appendix E.2's alpha stage under the paper protocol (val accuracy, 3 seeds)",
+    cpu_minutes=35, module=__name__, config=lambda scale: merge(paper_small), scales=("small",),
     smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
     claims=claims,
 )]
