@@ -263,7 +263,8 @@ def protocol(cfg: dict[str, Any]) -> str:
     return f"""## Protocols (chosen on the validation split: {RECIPE})
 - Both: the CE head is optimised jointly (weights 1 and 1); tau = {c.temperature}, {c.views} views,
   AdamW lr {c.lr}, weight decay {c.weight_decay}, batch {c.batch_size} images, cosine schedule with
-  {c.warmup_epochs:g} warm-up epoch, {c.epochs} epochs; model selection by validation accuracy on the
+  {c.warmup_epochs:g} warm-up epoch, {p.epochs} epochs (paper) and {c.epochs} (projection), each chosen on
+  validation; model selection by validation accuracy on the
   coarse labels (10% of train held out). Probes: AdamW lr 1e-3, {merge(PROBE, cfg.get("probe"))["epochs"]}
   epochs (the authors' transfer recipe), in eval mode. Floors: the same probe on the raw pixels, and
   on each protocol's net at random init (`spreadcon.evaluate.floors`).
@@ -276,8 +277,8 @@ def protocol(cfg: dict[str, Any]) -> str:
   `fine_transfer_z_accuracy` is the same probe at z. L_spread's alpha = {cfg["alphas"]["projection"]}:
   the validation search's stage B ({RECIPE}; 0.16 and 0.25 tie, the tie goes to the smaller alpha);
   `spreadcon reproduce demo-alpha` reruns that alpha stage.
-- A small CNN for {c.epochs} epochs instead of the paper's 3.2M-parameter ViT for 600, so that the six
-  runs fit in about 10 minutes of 2 CPU cores.
+- Small CNNs for {p.epochs} and {c.epochs} epochs instead of the paper's 3.2M-parameter ViT for 600, so that
+  the six runs fit in under 10 minutes of 2 CPU cores (the time they took is above).
 """
 
 

@@ -62,7 +62,7 @@ def demo_section(results: dict[str, dict[str, Any]]) -> str:
                 "results/demo, which this section is generated from; `spreadcon demo --out DIR` writes the same "
                 "tables into DIR/table.md).\n")
     return (f"What the demo measured ({link('demo')}, written by `spreadcon reproduce demo`; the paper's "
-            "numbers are its ViT at 600 epochs, ours a small CNN at 30, with the recipes chosen on the validation "
+            "numbers are its ViT at 600 epochs, ours small CNNs at 30-60, with the recipes chosen on the validation "
             "split in [docs/recipes.md](docs/recipes.md)):\n\n" + demo.summary(results["demo"]["rows"]))
 
 

@@ -25,14 +25,15 @@ SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn-digits", "embedding": "projection
                                "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
                                "channels_last": True}
 # The paper's protocol at small scale (issue 26): no projection head, so the loss, the CE head and the
-# probes read one 128-d embedding, here after a 256-unit ReLU layer on the flattened 16/32 conv map.
-# Set from stage P's result (scripts/recipe_search.py, docs/recipes.md "The paper protocol": the rule
-# is the mean validation coarse accuracy of L_SS, L_SC and L_spread, never test, never fine labels).
-# Stage P is still running: this is its best recipe so far; replace it with stage P's final choice.
+# probes read one 128-d embedding, after a 256-unit ReLU layer on the flattened 16/32 conv map; Adam
+# 1e-3, batch 256, 60 epochs, tau 0.5. Chosen by stage P (scripts/recipe_search.py; docs/recipes.md
+# "The paper protocol": the mean validation coarse accuracy of L_SS, L_SC and L_spread, one seed, a
+# change kept only for +0.2 points; never test, never fine labels): the hidden layer lifted the mean
+# from 95.6 to 99.2, 60 epochs to 99.4; CE weight, lr, weight decay and tau gained < 0.2.
 PAPER_TRAIN: dict[str, Any] = {"encoder": "cnn", "embedding": "paper",
                                "encoder_options": {"widths": [16, 32], "flatten": True, "hidden": [256],
                                                    "out_dim": 128},
-                               "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
+                               "epochs": 60, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
                                "channels_last": True}
 # The two protocols (TrainConfig.embedding), the paper's first: every fig4 table and the demo run both.
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_TRAIN, "projection": SMALL_TRAIN}
