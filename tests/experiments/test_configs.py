@@ -69,7 +69,7 @@ def test_fig4_small_plans_five_losses_under_both_protocols_with_floors_per_proto
             train = {s.labels["loss"]: common.spec_config(s) for s in cell if s.seed == 0 and "floor" not in s.params}
             spread, authors = train["spread"], train["spread-authors"]  # the same L_spread settings
             assert (spread.alpha, spread.temperature) == (authors.alpha, authors.temperature)
-    mnist = {(s.labels["embedding"]): s.params["train"]["alpha"] for s in specs
+    mnist = {(s.labels["embedding"]): common.spec_config(s).alpha for s in specs
              if s.labels["dataset"] == "mnist5k-coarse" and s.labels["loss"] == "spread"}
     assert mnist == {"paper": PAPER_ALPHA["mnist5k-coarse"], "projection": VALIDATED_ALPHA["mnist5k-coarse"]}
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from spreadcon.cli import main
-from spreadcon.experiments import demo, registry
-from spreadcon.experiments.recipes import PAPER_TRAIN, SMALL_TRAIN
+from spreadcon.experiments import common, demo, registry
+from spreadcon.experiments.recipes import PAPER_ALPHA, PAPER_TRAIN, SMALL_TRAIN
 from spreadcon.experiments.runner import plan_runs, resolve_config
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -34,7 +34,8 @@ def test_demo_smoke(tmp_path, capsys):
         assert ("fine_transfer_z_accuracy" in r) == (r["embedding"] == "projection")  # z only with a head
     report = (out / "table.md").read_text()
     assert report.index("### The paper's protocol") < report.index("### Second finding: with a projection head")
-    assert "| L_spread (alpha 0.25)" in report and "| L_spread (alpha 0.16)" in report and "99.4" in report
+    assert f"| L_spread (alpha {demo.config['alphas']['paper']})" in report and "| L_spread (alpha 0.16)" in report
+    assert "99.4" in report
     assert "Smoke mode" in report and "| floor: linear probe on the raw pixels |" in report
     assert "Xue et al., ICLR 2024" in report and "binomial standard error" in report
     assert "not distinguishable" in report and "(one paired seed: no interval)" in report  # one seed: no verdict
@@ -53,8 +54,10 @@ def test_demo_plans_both_protocols_paper_first_with_floors_on_each_net():
     specs = plan_runs(demo.DEMO, cfg, [0])
     assert [(s.labels["embedding"], s.labels["loss"]) for s in specs] == PLANNED
     trains = {(s.labels["embedding"], s.labels["loss"]): s.params["train"] for s in specs}
+    configs = {(s.labels["embedding"], s.labels["loss"]): common.spec_config(s) for s in specs}
     assert trains[("paper", "spread")]["encoder_options"] == PAPER_TRAIN["encoder_options"]
-    assert trains[("paper", "spread")]["alpha"] == 0.25 and trains[("projection", "spread")]["alpha"] == 0.16
+    assert configs[("paper", "spread")].alpha == PAPER_ALPHA["mnist5k-coarse"]  # E.2 under the paper protocol
+    assert configs[("projection", "spread")].alpha == 0.16
     assert trains[("paper", "random-init")]["encoder_options"] == PAPER_TRAIN["encoder_options"]  # its own net
     assert trains[("projection", "random-init")]["encoder_options"] == SMALL_TRAIN["encoder_options"]
     assert sum("floor" not in s.params for s in specs) == 6  # six training runs: about 10 minutes on 2 cores
@@ -79,14 +82,16 @@ def test_demo_is_the_registered_experiment():
 
 def test_demo_uses_the_recipe_chosen_on_validation():
     """The projection protocol's alpha and net are the ones docs/recipes.md records as chosen on
-    validation; the paper protocol's alpha is the paper's 0.25 until its E.2 sweep sets it."""
+    validation; the paper protocol's alpha is E.2's choice under its recipe (results/sweep-paper)."""
     doc = (RESULTS.parent / demo.RECIPE).read_text()
     chosen = doc[doc.index("## mnist5k-coarse with the cnn: the chosen recipe"):]
     chosen = chosen[:chosen.index("```", chosen.index("```") + 3)]
     assert f"alpha={demo.SELECTED_ALPHA}," in chosen and demo.config["alphas"]["projection"] == demo.SELECTED_ALPHA
     assert f"epochs={demo.TRAIN['epochs']}," in chosen and "lr=1e-3," in chosen and demo.TRAIN["lr"] == 1e-3
     assert '"proj_dim": 128' in chosen and demo.TRAIN["encoder_options"]["proj_dim"] == 128
-    assert demo.config["alphas"]["paper"] == 0.25 and demo.PAPER["embedding"] == "paper"
+    assert demo.config["alphas"]["paper"] == PAPER_ALPHA["mnist5k-coarse"] and demo.PAPER["embedding"] == "paper"
+    swept = json.loads((RESULTS / "sweep-paper" / "results.json").read_text())
+    assert "selected (0.5, 0.5)" in json.dumps(swept["claims"]) and PAPER_ALPHA["mnist5k-coarse"] == 0.5
     assert "The paper protocol" in doc  # stage P, which chose recipes.PAPER_TRAIN
 
 
