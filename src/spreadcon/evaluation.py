@@ -28,7 +28,7 @@ from spreadcon.data import default_views
 from spreadcon.evaluate import geometry, metrics, plots, probes, retrieval
 from spreadcon.evaluate.embed import embed
 from spreadcon.io import save_json, save_text
-from spreadcon.runs import Run, check_owned, load_run, run_status
+from spreadcon.runs import Run, check_owned, load_run
 
 # The metric vocabulary (fractions in [0, 1]; cosines in [-1, 1]). On a split other than test,
 # each name carries the split (see `metric_name`): coarse_val_accuracy, fine_transfer_val_accuracy.
@@ -83,6 +83,13 @@ def train_strata_sizes(run: Run) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts)}
 
 
+def layer_keys(data: dict[str, Any]) -> dict[str, str]:
+    """The layers a run reports, suffix -> key of its embedding arrays: "" -> h (the backbone output
+    "features" where the run has a projection head, else the one "embedding"); "_z" -> z, only with a
+    projection head."""
+    return {"": "features", "_z": "embedding"} if "features" in data else {"": "embedding"}
+
+
 def evaluate_run(run: Run, split: str = "test", checkpoint: str = "best", *, transfer: bool = True,
                  geometry: bool = True, probe_epochs: int = PROBE_EPOCHS, probe_lr: float = PROBE_LR,
                  seed: int | None = None) -> dict[str, float]:
@@ -98,10 +105,7 @@ def evaluate_run(run: Run, split: str = "test", checkpoint: str = "best", *, tra
     if "group" in data:
         out["worst_group_accuracy"] = metrics.worst_group_accuracy(logits, y, data["group"])
     ds, seed = run.dataset, run.config.seed if seed is None else seed
-    layers = {"": "features" if "features" in data else "embedding"}  # h where the run has a projection head
-    if "features" in data:
-        layers["_z"] = "embedding"
-    for suffix, layer in layers.items():
+    for suffix, layer in layer_keys(data).items():
         if transfer and ds.num_strata > ds.num_classes:
             out[f"fine_transfer{suffix}_accuracy"] = _transfer(run, data, checkpoint, layer=layer, epochs=probe_epochs,
                                                                lr=probe_lr, seed=seed)
@@ -144,9 +148,7 @@ def strata_rows(run: Run, split: str = "test", checkpoint: str = "best") -> list
     run = _load(run, checkpoint)
     data, sizes = _arrays(run, split, checkpoint), train_strata_sizes(run)
     y, s = data["label"], data["stratum"]
-    layers = {"": data.get("features", data["embedding"])}
-    if "features" in data:
-        layers["_z"] = data["embedding"]
+    layers = {suffix: data[key] for suffix, key in layer_keys(data).items()}
     per_layer = {suffix: _strata_geometry(z, y, s) for suffix, z in layers.items()}
     rows = []
     for v, at_h in per_layer[""].items():
@@ -187,11 +189,8 @@ def neighbour_metrics(run: Run, checkpoint: str = "best") -> dict[str, float]:
     test, and retrieval of the test points among the train points (precision@1, MAP@R), by
     pytorch-metric-learning's AccuracyCalculator."""
     train, test = _arrays(run, "train", checkpoint), _arrays(run, "test", checkpoint)
-    layers = {"": "features" if "features" in test else "embedding"}
-    if "features" in test:
-        layers["_z"] = "embedding"
     out = {}
-    for suffix, layer in layers.items():
+    for suffix, layer in layer_keys(test).items():
         knn = retrieval.knn_probe(train[layer], train["stratum"], test[layer], test["stratum"],
                                   num_classes=run.dataset.num_strata)
         found = retrieval.retrieval_metrics(test[layer], test["stratum"], train[layer], train["stratum"])
@@ -240,7 +239,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoi
     checkpoint's epoch and sha256) and PNGs; return the result.
     pictures: True (Figures 2 and 3), "fig2" (Figure 2 only) or False."""
     run = load_run(run_dir, checkpoint=checkpoint, device=device)
-    status, stamp = run_status(run_dir), checkpoint_stamp(run_dir, checkpoint)
+    status, stamp = run.status, checkpoint_stamp(run_dir, checkpoint)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
     check_owned(out, run_dir, "eval --out")
     out.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,11 @@ def run_status(run_dir: str | Path) -> RunStatus:
     info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     if not isinstance(info, dict):
         raise ValueError(f"{run_dir / 'run.json'} must hold a JSON object; the run folder is damaged")
+    return status_of(info, epochs)
+
+
+def status_of(info: dict[str, Any], epochs: int) -> RunStatus:
+    """The one rule, from run.json's contents and config.json's epochs."""
     trained = int(info.get("epochs_trained", 0))
     return RunStatus(trained, int(epochs), info.get("finished") is True and trained >= epochs)
 
@@ -291,7 +296,8 @@ class Run:
 
     @property
     def status(self) -> RunStatus:
-        return run_status(self.run_dir)
+        """As run.json said when the run was loaded."""
+        return status_of(self.info, self.config.epochs)
 
     def embeddings(self, split: str) -> dict[str, np.ndarray]:
         """One split's `split_arrays`: embedding [N, D], logits [N, K], label, stratum, index [N]

@@ -114,6 +114,7 @@ class NetworkGroupDRO:
 def _digest(config: TrainConfig, groups: str | None) -> str:
     """A key of the end model's config; a pseudo-group file enters by its path and its content
     (recovered again with other settings, it keys a new end model)."""
+    # data_root stays in: end-model folders keyed before it became a runtime key keep their names
     d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS - {"data_root"}}
     if groups is not None and groups not in ("group", "stratum"):
         d["groups_sha256"] = file_sha256(groups)

@@ -74,11 +74,15 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def check_root(name: str, root: str | Path | None) -> None:
-    """Refuse, before any work, a dataset read from files whose root is missing or not a folder."""
+def _info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    layout = DATASETS[name].layout
+    return DATASETS[name]
+
+
+def check_root(name: str, root: str | Path | None) -> None:
+    """Refuse, before any work, a dataset read from files whose root is missing or not a folder."""
+    layout = _info(name).layout
     if layout is None:
         return
     if root is None:
@@ -89,9 +93,7 @@ def check_root(name: str, root: str | Path | None) -> None:
 
 def load(name: str, root: str | Path | None = None, seed: int = 0, **options: Any) -> StrataDataset:
     """All splits of dataset `name` (split tensor 0 = train, 1 = val, 2 = test)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    info = DATASETS[name]
+    info = _info(name)
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         raise ValueError(f"dataset {name!r} has no option(s) {unknown}; its options are "
