@@ -58,7 +58,7 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 
 class RunLock:
-    """Exclusive, non-blocking lock of `run_dir` (created if missing). Use as a context manager."""
+    """Exclusive, non-blocking lock of the existing folder `run_dir`. Use as a context manager."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME

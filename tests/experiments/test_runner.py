@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ import pytest
 from spreadcon.cli import main
 from spreadcon.experiments import common, registry
 from spreadcon.experiments.recipes import config_dict, resolve_train
+from spreadcon.experiments import runner
 from spreadcon.experiments.runner import (
     Context, Experiment, RunNotFinished, RunSpec, plan_runs, resolve_config, run_experiment, run_one,
 )
 from spreadcon.experiments.table import markdown
+from spreadcon.run_lock import RunLock
 
 EXPERIMENTS = registry.experiments()
 
@@ -133,6 +136,30 @@ def test_runner_writes_rows_tables_and_figures(tmp_path):
     assert not list(out_dir.glob("*.tmp")) and not list(out_dir.glob(".*"))  # written through io's atomic writer
     run_experiment(exp, Context(out=tmp_path, verbose=False), seeds=[5])
     assert [k for k, _ in calls[4:]] == [RunSpec("x1", {"x": 1}, 5).key, RunSpec("x2", {"x": 2}, 5).key]
+
+
+def test_a_run_another_process_is_writing_is_put_off_then_reused(tmp_path, monkeypatch, capsys):
+    # fig4-transfer and fig4-end-model share runs: two `reproduce` commands side by side must not
+    # fail on each other's locks. "The other process" holds x1/seed 0's lock (its own open file,
+    # which flock refuses to this one) and releases it while the runner waits.
+    calls: list = []
+    exp = _counting_experiment(calls)
+    locked_key = RunSpec("x1", {"x": 1}, 0).key
+
+    def execute(spec, ctx):
+        (ctx.runs_dir / spec.key).mkdir(parents=True, exist_ok=True)
+        with RunLock(ctx.runs_dir / spec.key):
+            return exp.execute(spec, ctx)
+
+    (tmp_path / "runs" / locked_key).mkdir(parents=True)
+    other = RunLock(tmp_path / "runs" / locked_key).acquire()
+    monkeypatch.setattr(runner, "LOCKED_WAIT_S", 0.01)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: other.release())
+    out = run_experiment(replace(exp, execute=execute), Context(out=tmp_path, verbose=False))
+    assert [k for k, _ in calls][-1] == locked_key and len(calls) == 4  # put off, then done once
+    assert "another process" in capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["run"] for r in rows][0] == locked_key  # rows keep the plan's order
 
 
 def test_report_only_writes_partial_tables_without_training(tmp_path):

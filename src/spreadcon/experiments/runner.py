@@ -33,6 +33,7 @@ from spreadcon.experiments import SCALES
 from spreadcon.experiments import claims as claims_mod
 from spreadcon.experiments.recipes import merge
 from spreadcon.io import git_revision, save_json, save_text
+from spreadcon.run_lock import RunLockedError
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,30 @@ def run_one(exp: Experiment, spec: RunSpec, ctx: Context) -> dict[str, Any] | No
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+LOCKED_WAIT_S = 30.0  # how often a run that another process is writing is tried again
+
+
+def run_all(exp: Experiment, specs: Sequence[RunSpec], ctx: Context) -> list[dict[str, Any]]:
+    """The rows of `specs`, in order. A run another process is writing (two `reproduce` commands
+    sharing runs, e.g. fig4-transfer and fig4-end-model side by side) is put off until the others
+    are done, then waited for, and reused once that process has finished it."""
+    rows: dict[str, dict[str, Any] | None] = {}
+    todo = list(specs)
+    while todo:
+        locked = []
+        for spec in todo:
+            try:
+                rows[spec.key] = run_one(exp, spec, ctx)
+            except RunLockedError as err:
+                locked.append((spec, err))
+        todo = [spec for spec, _ in locked]
+        if locked:
+            print(f"[reproduce] waiting {LOCKED_WAIT_S:.0f} s for {len(locked)} run(s) another process "
+                  f"is writing: {locked[0][1]}", flush=True)
+            time.sleep(LOCKED_WAIT_S)
+    return [row for spec in specs if (row := rows[spec.key]) is not None]
+
+
 def collect_rows(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], ctx: Context
                  ) -> tuple[list[dict[str, Any]], int]:
     """(rows, number of specs planned): a staged plan is re-planned after each stage until it
@@ -171,11 +196,8 @@ def collect_rows(exp: Experiment, cfg: dict[str, Any], seeds: Sequence[int], ctx
     done: set[str] = set()
     specs = plan_runs(exp, cfg, seeds)
     while todo := [s for s in specs if s.key not in done]:
-        for spec in todo:
-            done.add(spec.key)
-            row = run_one(exp, spec, ctx)
-            if row is not None:
-                rows.append(row)
+        done.update(s.key for s in todo)
+        rows += run_all(exp, todo, ctx)
         specs = plan_runs(exp, cfg, seeds, rows)
     return rows, len(done)
 
