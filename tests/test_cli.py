@@ -60,12 +60,14 @@ def test_train_resume_refusal_and_eval(tmp_path, capsys):
     assert "| coarse_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
     # the kNN probe and retrieval metrics on the fine labels: the numbers of the cached embeddings
     from spreadcon.evaluate.retrieval import knn_probe
+    from spreadcon.evaluation import layer_keys
     from spreadcon.runs import load_run
 
     run = load_run(run_dir)
     tr, te = ({k: torch.from_numpy(v) for k, v in run.embeddings(s).items()} for s in ("train", "test"))
-    assert result["fine_knn_accuracy"] == knn_probe(tr["embedding"], tr["stratum"], te["embedding"], te["stratum"],
-                                                    num_classes=run.dataset.num_strata)["accuracy"]
+    h = layer_keys(tr)[""]  # the recipe picked for digits has a projection head: the probes read h
+    assert h == "features" and result["fine_knn_accuracy"] == knn_probe(
+        tr[h], tr["stratum"], te[h], te["stratum"], num_classes=run.dataset.num_strata)["accuracy"]
     assert 0 <= result["fine_precision_at_1"] <= 1 and 0 <= result["fine_map_at_r"] <= 1
     assert "| fine_knn_accuracy |" in (run_dir / "eval" / "eval.md").read_text()
     stamped = json.loads((run_dir / "eval" / "metrics.json").read_text())

@@ -27,6 +27,15 @@ WORLD = 2
 TOL = 1e-6  # the issue's bound; float64 results agree to ~1e-15
 
 
+def error_text(call) -> str:
+    """The message of the ValueError `call()` raises, or "none" (what a rank reports back)."""
+    try:
+        call()
+    except ValueError as err:
+        return str(err)
+    return "none"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,11 +114,8 @@ def _equality_worker(rank: int, port: int, out_dir: str) -> None:
                 for t in ("attract", "repel"):
                     assert abs(terms[t].item() - ref_terms[t].item()) < TOL
     # bad input: the feature dimension differs between the ranks -> a clear error on every rank
-    try:
-        distributed.GlobalBatchLoss(LOSSES["supcon"]())(torch.randn(3, 2, 4 + rank), torch.zeros(3, dtype=torch.long))
-        report["shape error"] = "none"
-    except ValueError as err:
-        report["shape error"] = str(err)
+    report["shape error"] = error_text(lambda: distributed.GlobalBatchLoss(LOSSES["supcon"]())(
+        torch.randn(3, 2, 4 + rank), torch.zeros(3, dtype=torch.long)))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -257,3 +263,167 @@ def test_wrapper_works_from_the_protocol_not_the_class():
 
     assert distributed.check_protocol(Custom()) == {"supcon": 1.0}
     assert distributed.check_protocol(LOSSES["spread"](alpha=0.2)) == {"attract": 0.2, "repel": 0.8}
+
+
+# --- the memory bank under torch.distributed ---------------------------------------------------
+BANK_SIZE = 17  # not a multiple of any batch's rows: FIFO eviction cuts batches, so row order matters
+BANK_BATCHES = (7, 6, 5, 7)  # global batch sizes of the steps; shard splits 7 as 4 + 3
+
+
+def _bank_modules() -> list[tuple[str, torch.nn.Module]]:
+    return [("spread", LOSSES["spread"](alpha=0.3, temperature=0.4)),
+            ("spread-lean", LOSSES["spread"](alpha=0.3, temperature=0.4, path="lean", block_size=3)),
+            ("supcon", LOSSES["supcon"](temperature=0.4)),
+            ("simclr", LOSSES["simclr"](temperature=0.4))]
+
+
+def _bank_rows(bank) -> list[torch.Tensor]:
+    return [bank.embeddings, bank.labels, bank.ids, bank.has_id]
+
+
+def _same_on_every_rank(t: torch.Tensor) -> bool:
+    parts = [torch.empty_like(t) for _ in range(WORLD)]
+    dist.all_gather(parts, t.contiguous())
+    return all(torch.equal(p, parts[0]) for p in parts)
+
+
+def _bank_worker(rank: int, port: int, out_dir: str) -> None:
+    from spreadcon.losses import MemoryBank
+
+    _init(rank, port)
+    report = {}
+    for name, module in _bank_modules():
+        torch.manual_seed(0)  # the same encoder in every process and in the oracle
+        enc = torch.nn.Linear(6, 5).double()
+        ref_enc = torch.nn.Linear(6, 5).double()
+        ref_enc.load_state_dict(enc.state_dict())
+        ddp = torch.nn.parallel.DistributedDataParallel(enc)
+        opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.5) for m in (enc, ref_enc))
+        bank, ref_bank = MemoryBank(BANK_SIZE), MemoryBank(BANK_SIZE)
+        flagged = type(module)(**({"alpha": 0.3} if name.startswith("spread") else {}), temperature=0.4,
+                               gather_distributed=True)
+        for step, b in enumerate(BANK_BATCHES):
+            g = torch.Generator().manual_seed(100 + step)
+            x = torch.randn(b, 2, 6, generator=g, dtype=torch.float64)  # the global batch [B, V, 6]
+            y = torch.randint(0, 3, (b,), generator=g)
+            mine = distributed.shard(torch.arange(b))                  # rows rank, rank + W, ...
+            # oracle: one process, the whole global batch, its own bank
+            ref_z = ref_enc(x)
+            ref_z.retain_grad()
+            ref_opt.zero_grad()
+            ref_loss = module(ref_z, y, memory=ref_bank)
+            ref_loss.backward()
+            # two processes: local rows, every rank's bank
+            opt.zero_grad()
+            z = ddp(x[mine])
+            z.retain_grad()
+            loss = distributed.GlobalBatchLoss(module)(z, y[mine], memory=bank)
+            loss.backward()
+            errs = [abs(loss.item() - ref_loss.item()),
+                    (z.grad / WORLD - ref_z.grad[mine]).abs().max().item(),  # DDP divides by W
+                    max((p.grad - q.grad).abs().max().item() for p, q in zip(enc.parameters(), ref_enc.parameters()))]
+            # lightly's flag takes the bank too: the same value and embedding gradient
+            zz = z.detach().clone().requires_grad_()
+            flagged_loss = flagged(zz, y[mine], memory=bank)
+            flagged_loss.backward()
+            errs += [abs(flagged_loss.item() - loss.item()), (zz.grad - z.grad).abs().max().item()]
+            if len(ref_bank):  # the bank must matter, or the comparison proves nothing
+                without = module(ref_z.detach(), y).item()
+                assert abs(without - ref_loss.item()) > 1e-3, (name, step, without, ref_loss.item())
+            assert max(errs) < TOL, (name, step, errs)
+            opt.step()
+            ref_opt.step()
+            bank.push(*distributed.gather_global_batch(z.detach(), y[mine]))
+            ref_bank.push(ref_z.detach(), y)
+            # every rank's bank is the same, bit for bit, and the single process's
+            rows, ref_rows = _bank_rows(bank), _bank_rows(ref_bank)
+            assert all(_same_on_every_rank(t) for t in rows), (name, step)
+            assert len(bank) == len(ref_bank) == min(BANK_SIZE, 2 * sum(BANK_BATCHES[: step + 1]))
+            bank_err = (rows[0] - ref_rows[0]).abs().max().item()
+            assert bank_err < TOL and all(torch.equal(a, c) for a, c in zip(rows[1:], ref_rows[1:])), (name, step)
+            report[f"{name} step {step}"] = errs + [bank_err]
+    # misuse fails clearly on every rank, without hanging: parts that are not shard's ...
+    report["shard error"] = error_text(lambda: distributed.gather_global_batch(torch.zeros(2 + 2 * rank, 3)))
+    # ... and banks of different sizes (e.g. each rank pushed only its own rows)
+    uneven = MemoryBank(8)
+    uneven.push(torch.randn(1 + rank, 2, 4), torch.zeros(1 + rank, dtype=torch.long))
+    report["bank error"] = error_text(lambda: distributed.GlobalBatchLoss(LOSSES["spread"]())(
+        torch.randn(3, 2, 4), torch.zeros(3, dtype=torch.long), memory=uneven))
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+def test_memory_bank_under_two_processes_equals_the_single_process_bank_loss_and_gradients(tmp_path):
+    """Each rank pushes the gathered global batch: after every step both ranks' banks are the same
+    bit for bit and equal the bank of one process fed the whole global batches (FIFO eviction
+    included); the loss on (global batch + bank), the embeddings' and the parameters' gradients
+    equal the single process's within 1e-6, over 4 SGD steps with unequal local batches."""
+    mp.spawn(_bank_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert "`shard` of one global batch" in report.pop("shard error")
+        assert "same memory bank" in report.pop("bank error")
+        assert len(report) == len(_bank_modules()) * len(BANK_BATCHES)
+        assert max(max(v) for v in report.values()) < TOL
+
+
+def test_gather_global_batch_is_the_identity_and_unshard_inverts_shard_in_one_process():
+    z, y = torch.randn(5, 2, 3), torch.arange(5)
+    assert distributed.gather_global_batch(z, y) == (z, y)
+    with pytest.raises(ValueError, match="one row per image"):
+        distributed.gather_global_batch(z, torch.arange(4))
+    # the order that undoes shard's split, for every world size and batch size
+    for world in (2, 3, 4):
+        for n in range(world, 11):
+            index = torch.arange(n)
+            parts = [index[r::world] for r in range(world)]  # what each rank's shard holds
+            order = distributed.unshard_order([len(p) for p in parts], torch.device("cpu"))
+            assert torch.equal(torch.cat(parts)[order], index)
+    with pytest.raises(ValueError, match="come as \\[3, 2\\] rows per rank"):
+        distributed.unshard_order([2, 3], torch.device("cpu"))
+
+
+def test_build_memory_bank_no_longer_refuses_torchrun(monkeypatch):
+    from spreadcon import build
+    from spreadcon.config import TrainConfig
+    from spreadcon.losses import MemoryBank
+
+    monkeypatch.setattr(distributed, "get_world_size", lambda: WORLD)  # as under torchrun
+    assert distributed.get_world_size() == WORLD
+    bank = build.build_memory_bank(TrainConfig(dataset="digits", encoder="cnn-test", loss="spread", memory_bank=64),
+                                   torch.device("cpu"))
+    assert isinstance(bank, MemoryBank) and bank.size == 64 and len(bank) == 0
+    with pytest.raises(ValueError, match="needs a contrastive loss"):
+        build.build_memory_bank(TrainConfig(dataset="digits", encoder="cnn-test", protocol="ce", memory_bank=64),
+                                torch.device("cpu"))
+
+
+def _bank_train_worker(rank: int, port: int, config_json: str, out_dir: str) -> None:
+    from spreadcon import train as train_module
+    from spreadcon.config import TrainConfig
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), SPREADCON_DIST_TIMEOUT="120")
+    banks = []
+    build = train_module.build_memory_bank
+    train_module.build_memory_bank = lambda *a: banks.append(build(*a)) or banks[-1]  # keep this rank's bank
+    train_module.train(TrainConfig.from_json(config_json))
+    torch.save(banks[0].state_dict(), Path(out_dir, f"bank{rank}.pt"))
+    distributed.teardown()
+
+
+@pytest.mark.slow
+def test_two_process_training_with_a_memory_bank_keeps_one_bank_on_every_rank(tmp_path):
+    from spreadcon.config import TrainConfig
+
+    run = tmp_path / "run"
+    config = TrainConfig(dataset="digits", encoder="cnn-test", loss="spread", epochs=1, batch_size=200, lr=3e-3,
+                         memory_bank=300, out_dir=str(run), progress=False, tensorboard=False, device="cpu",
+                         probe_epochs=1)
+    mp.spawn(_bank_train_worker, args=(free_port(), config.to_json(), str(tmp_path)), nprocs=WORLD, join=True)
+    banks = [torch.load(tmp_path / f"bank{r}.pt", weights_only=False) for r in range(WORLD)]
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["extra"][0]
+    assert banks[0]["embeddings"].shape[0] == 300
+    for state in (banks[1], saved):
+        assert all(torch.equal(state[k], banks[0][k]) for k in ("embeddings", "labels", "ids", "has_id"))

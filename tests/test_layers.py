@@ -14,7 +14,7 @@ FLOORS = [
     {"io", "errors", "progress"},
     {"data", "models", "distributed", "group_dro"},
     {"losses"},
-    {"config"},
+    {"config", "recipes"},
     {"evaluate"},
     {"checkpoint"},
     {"build"},

@@ -55,7 +55,7 @@ def test_resume_refuses_a_config_edited_by_hand(tmp_path, capsys):
     config = read_json(out / "config.json")
     save_json({**config, "alpha": 0.2}, out / "config.json")
     code, err = cli(capsys, "train", "--out", str(out), "--resume")
-    assert code == 2 and "alpha: 0.5 (checkpoint) != 0.2 (config.json)" in err
+    assert code == 2 and f"alpha: {config['alpha']} (checkpoint) != 0.2 (config.json)" in err
 
 
 def test_relative_data_root_is_stored_absolute(tmp_path, monkeypatch):

@@ -19,9 +19,12 @@ TIMM = "timm:test_resnet"
 
 
 def config(tmp_path, name: str, **changes) -> TrainConfig:
+    # the data's own 28 px (pretrained_input=false) for speed: the resize to the model's 160 px is
+    # tested in tests/test_model_input.py (and the CLI test below runs with it)
     base = dict(dataset="mnist5k-coarse", subsample_fraction=0.06, encoder=TIMM, loss="spread", epochs=1,
                 batch_size=64, lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, probe_epochs=2, device="cpu",
-                out_dir=str(tmp_path / name), progress=False, tensorboard=False)
+                out_dir=str(tmp_path / name), progress=False, tensorboard=False,
+                encoder_options={"pretrained_input": False})
     return TrainConfig(**{**base, **changes})
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spreadcon import data, distributed, losses, models
+from spreadcon import data, losses, models, recipes
 from spreadcon.checkpoint import checkpoint_epoch, read_checkpoint
 from spreadcon.config import TrainConfig
 from spreadcon.data import StrataDataset
@@ -80,7 +80,35 @@ def build_dataset(config: TrainConfig) -> StrataDataset:
         ds = apply_train_subset(ds, config.train_subset)
     if config.groups is not None and config.groups not in ("group", "stratum"):
         ds = record_group_file(ds, config.groups)
-    return ds
+    fit = model_input(config, ds.input_shape)
+    return ds if fit is None else data.fit_to_model(ds, fit, config.encoder)
+
+
+def model_input(config: TrainConfig, input_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """The pretrained input size and normalisation the data are fitted to for config.encoder
+    (spreadcon.models.input_config): a timm:/torchvision: encoder's data_config for images of
+    `input_shape` (the data's), None for spreadcon's own encoders or encoder_options
+    pretrained_input=false. build_dataset records it for the views; build_model builds for its size."""
+    check_name("encoder", config.encoder)
+    try:
+        return models.input_config(config.encoder, tuple(input_shape), config.encoder_options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"encoder {config.encoder!r} with encoder_options {config.encoder_options}: {err}") from None
+
+
+def with_recipe(config: TrainConfig, chosen: set[str] | frozenset[str] = frozenset(), name: str = "auto"
+                ) -> tuple[TrainConfig, recipes.Recipe, str]:
+    """(config, recipe, a line saying which and why): spreadcon.recipes' recipe `name` (for "auto":
+    the one for the shape of config's images; the paper's protocol when config.embedding is among
+    the `chosen` keys and says "paper") layered under the keys the user `chosen`. How `spreadcon
+    train` builds its config, and the default-recipes experiment its runs."""
+    if name != "auto":
+        recipes.get(name)  # an unknown name before any data is read
+    ds = build_dataset(config)
+    n_train = int(len(ds.rows("train")))
+    recipe, why = recipes.choose(name, ds.input_shape, config.embedding if "embedding" in chosen else None)
+    data, note = recipes.layer(recipe, config.to_dict(), set(chosen), n_train)
+    return TrainConfig.from_dict(data), recipe, recipes.describe(recipe, why, data, n_train) + note
 
 
 def record_group_file(ds: StrataDataset, path: str | Path) -> StrataDataset:
@@ -140,8 +168,12 @@ def encoder_options(config: TrainConfig, *, restore: bool = False) -> dict[str, 
 def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int, *,
                 restore: bool = False) -> Classifier:
     """The encoder named in the config (its init seeded by config.seed) with a CE head; `restore`:
-    for a checkpoint's weights (no weights file read, nothing downloaded)."""
+    for a checkpoint's weights (no weights file read, nothing downloaded). input_shape: the data's
+    (ds.input_shape); a timm:/torchvision: encoder is built for its pretrained input size instead
+    (`model_input`; build_dataset's views resize to it), keeping the data's channels."""
     check_name("encoder", config.encoder)
+    fit = model_input(config, input_shape)
+    input_shape = tuple(fit["input_size"]) if fit is not None else tuple(input_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         try:
@@ -205,12 +237,11 @@ def build_loss(config: TrainConfig) -> torch.nn.Module | None:
 
 
 def build_memory_bank(config: TrainConfig, device: torch.device) -> losses.MemoryBank | None:
-    """spreadcon.losses.MemoryBank(size=config.memory_bank), or None when memory_bank is 0."""
+    """spreadcon.losses.MemoryBank(size=config.memory_bank), or None when memory_bank is 0.
+    Under torchrun every process builds one and pushes the gathered global batch into it
+    (`distributed.gather_global_batch`), so all hold the bank of a single-process run."""
     if config.memory_bank <= 0:
         return None
     if config.protocol == "ce":
         raise ValueError("memory_bank needs a contrastive loss; use protocol joint or contrastive_then_probe")
-    if distributed.get_world_size() > 1:  # each rank's bank would hold other rows: not the global-batch loss
-        raise ValueError("memory_bank is single-process for now; under torchrun the global batch already "
-                         "widens the contrast set: pass memory_bank=0")
     return losses.MemoryBank(size=config.memory_bank).to(device)

@@ -14,10 +14,21 @@ gradient of the single-process loss. No other scale factor is involved. The valu
 returns is the global loss itself on every process (L_r's gradient, the global value), so logs
 agree across ranks. Local batches may differ in size (padded inside the gather).
 
+A memory bank (`memory=`, a `spreadcon.losses.MemoryBank`) works the same way, provided every
+process holds the *same* bank: push the gathered global batch, not the local rows,
+
+    loss = GlobalBatchLoss(SpreadLoss())(z, y, memory=bank)   # z [B_r, V, D], y [B_r]
+    loss.backward()
+    bank.push(*gather_global_batch(z.detach(), y))            # [B, V, D], [B]: the global batch
+
+Then every process's bank is the one a single process fed the whole global batches holds, the
+bank's rows join every anchor's contrast set (detached, never anchors, instances of their own)
+and the loss and gradients are the single-process ones on (global batch + bank).
+
 The plumbing, used by `spreadcon.train` under `torchrun`: `init_from_env` / `teardown`,
 `get_rank`, `get_world_size`, `is_main_process`, `local_device`, `check_batches` and `shard` (a
-process's part of a global batch), `rank_seed`, `wrap_model` (DDP, optional SyncBatchNorm),
-`reduce_sums` (epoch statistics), `barrier`.
+process's part of a global batch) with its inverse `gather_global_batch`, `rank_seed`,
+`wrap_model` (DDP, optional SyncBatchNorm), `reduce_sums` (epoch statistics), `barrier`.
 Without `torch.distributed` (or with one process) every helper is the identity.
 A process that dies makes the others fail after `timeout` seconds with `DistributedError`
 (gloo) instead of hanging; on NCCL see docs/distributed.md.
@@ -26,6 +37,7 @@ A process that dies makes the others fail after `timeout` seconds with `Distribu
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from typing import Any
 
@@ -123,12 +135,46 @@ def all_gather_no_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
     return _gather_padded(x, sizes)
 
 
+def unshard_order(sizes: list[int], device: torch.device) -> Tensor:
+    """Rows [B] that put a rank-order gather of `shard`'s parts (sizes[r] rows from rank r) back
+    in the order of the global batch: gathered[unshard_order(...)] is that batch."""
+    world, n = len(sizes), sum(sizes)
+    expected = [len(range(r, n, world)) for r in range(world)]
+    if list(sizes) != expected:
+        raise ValueError(f"gather_global_batch takes each process's `shard` of one global batch: {n} rows "
+                         f"over {world} processes come as {expected} rows per rank, got {list(sizes)}")
+    position = torch.cat([torch.arange(r, n, world, device=device) for r in range(world)])  # of gathered rows
+    return torch.argsort(position)
+
+
+@torch.no_grad()
+def gather_global_batch(*parts: Tensor) -> tuple[Tensor, ...]:
+    """The inverse of `shard`, on every process: each part [B_r, ...] (this process's rows, e.g.
+    detached embeddings [B_r, V, D] and labels [B_r]) -> [B, ...], the rows of every process in
+    the order of the global batch (row j of rank r is row r + j * W), without autograd.
+
+    For a memory bank: `bank.push(*gather_global_batch(z.detach(), labels))` pushes the same rows,
+    in the same order, on every process as one process with the whole batch would (FIFO eviction
+    included). One process: the parts unchanged.
+    """
+    if not parts or any(not isinstance(p, Tensor) or p.ndim < 1 or p.shape[0] != parts[0].shape[0] for p in parts):
+        raise ValueError(f"gather_global_batch takes tensors with one row per image of this process's part "
+                         f"of the batch, got shapes {[tuple(getattr(p, 'shape', ())) for p in parts]}")
+    if not is_initialized() or get_world_size() == 1:
+        return parts
+    sizes = gather_sizes(parts[0].shape[0], parts[0].device)
+    order = unshard_order(sizes, parts[0].device)
+    return tuple(_gather_padded(p.detach(), sizes)[order] for p in parts)
+
+
 # --- the losses over the global batch ----------------------------------------------------------
 # The protocol a loss exposes (every module of spreadcon.losses does; no isinstance switch here):
 #   loss.term_weights -> {term: weight} (terms of losses.TERMS), or None when the loss has no
 #                        per-anchor form (the authors' variant),
 #   loss.per_anchor(features [M, D], labels [M], ids [M], anchor_index=[K]) -> {term: (value [K],
-#                        valid [K] bool)}, the loss of anchors `anchor_index` against all M rows.
+#                        valid [K] bool)}, the loss of anchors `anchor_index` against all M rows;
+#                        with a memory bank, per_anchor(..., memory=bank): against the M rows and
+#                        the bank's (a loss without the `memory` keyword takes no bank).
 def check_protocol(loss: nn.Module) -> dict[str, float]:
     """The loss's term weights, or a ValueError naming what is missing."""
     weights = getattr(loss, "term_weights", None)
@@ -141,22 +187,27 @@ def check_protocol(loss: nn.Module) -> dict[str, float]:
     return dict(weights)
 
 
-def _global_rows(features: Tensor, labels: Tensor | None, simclr: bool):
-    """Gathered rows z [M, D] (with autograd), labels [M], ids [M], and this rank's anchor rows."""
+def _global_rows(features: Tensor, labels: Tensor | None, simclr: bool, bank_rows: int = 0):
+    """Gathered rows z [M, D] (with autograd), labels [M], ids [M], and this rank's anchor rows.
+    bank_rows: the rows of this process's memory bank (every process must hold as many)."""
     if features.ndim != 3:
         raise ValueError(f"features must have shape [B, V, D] (images, views, dim), got {tuple(features.shape)}")
     b, v, d = features.shape
     device = features.device
     if labels is None or simclr:
         labels = torch.zeros(b, dtype=torch.long, device=device)
-    # One small collective checks shapes and learns the batch sizes of every process.
-    local = torch.tensor([b, v, d], device=device, dtype=torch.long)
+    # One small collective checks shapes and bank sizes and learns the batch sizes of every process.
+    local = torch.tensor([b, v, d, bank_rows], device=device, dtype=torch.long)
     shapes = [torch.zeros_like(local) for _ in range(get_world_size())]
     _collective("gathering batch shapes", dist.all_gather, shapes, local)
     shapes = [tuple(int(s) for s in t) for t in shapes]
-    if any(s[1:] != (v, d) for s in shapes):
+    if any(s[1:3] != (v, d) for s in shapes):
         raise ValueError(f"every process must pass features [B_r, V, D] with the same V and D; "
-                         f"got (B, V, D) per rank {shapes}")
+                         f"got (B, V, D) per rank {[s[:3] for s in shapes]}")
+    if any(s[3] != bank_rows for s in shapes):
+        raise ValueError(f"every process must hold the same memory bank; its rows per rank are "
+                         f"{[s[3] for s in shapes]}: push the global batch on every process, "
+                         f"bank.push(*gather_global_batch(z.detach(), labels))")
     sizes = [s[0] * v for s in shapes]
     offset = sum(s[0] for s in shapes[: get_rank()])              # images of lower ranks
     ids = torch.arange(offset, offset + b, device=device)        # global instance ids
@@ -166,13 +217,26 @@ def _global_rows(features: Tensor, labels: Tensor | None, simclr: bool):
     return z, (i if simclr else y), i, torch.arange(offset * v, (offset + b) * v, device=device)
 
 
+def _takes_memory(loss: nn.Module) -> bool:
+    try:
+        return "memory" in inspect.signature(loss.per_anchor).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume the keyword works
+        return True
+
+
 def global_batch_forward(loss: nn.Module, features: Tensor, labels: Tensor | None = None, *,
-                         return_terms: bool = False):
-    """The loss of this process's anchors against the global batch, scaled as the module
-    docstring says; `loss` follows the protocol above. features [B_r, V, D], labels [B_r]."""
+                         memory: Any = None, return_terms: bool = False):
+    """The loss of this process's anchors against the global batch (and `memory`'s rows, a
+    MemoryBank every process holds identically), scaled as the module docstring says; `loss`
+    follows the protocol above. features [B_r, V, D], labels [B_r]."""
     weights = check_protocol(loss)
-    z, y, i, anchor_index = _global_rows(features, labels, set(weights) == {"simclr"})
-    parts = loss.per_anchor(z, y, i, anchor_index=anchor_index)
+    if memory is not None and not _takes_memory(loss):
+        raise ValueError(f"{type(loss).__name__}.per_anchor takes no memory= keyword: this loss cannot use a "
+                         f"memory bank under torch.distributed; drop memory=")
+    bank_rows = 0 if memory is None else len(memory)
+    z, y, i, anchor_index = _global_rows(features, labels, set(weights) == {"simclr"}, bank_rows)
+    kw = {} if memory is None else {"memory": memory}
+    parts = loss.per_anchor(z, y, i, anchor_index=anchor_index, **kw)
     # Global sums of values and of valid-anchor counts, per term: [2, T] in one all-reduce.
     sums = torch.stack([torch.stack([parts[t][0].detach().sum().double(), parts[t][1].sum().double()])
                         for t in weights], 1)
@@ -194,8 +258,10 @@ class GlobalBatchLoss(nn.Module):
     contrast against the global batch (see the module docstring for the exact scaling). The same
     as building the module with `gather_distributed=True` (lightly's flag).
 
-    forward(features [B_r, V, D], labels [B_r] (ignored by SimCLR), return_terms=False) -> scalar,
-    the global loss on every process; B_r may differ between processes, V and D may not.
+    forward(features [B_r, V, D], labels [B_r] (ignored by SimCLR), return_terms=False,
+    memory=None) -> scalar, the global loss on every process; B_r may differ between processes, V
+    and D may not. memory: a MemoryBank, the same on every process (push `gather_global_batch`'s
+    rows): its rows join the contrast sets as in the single-process loss, without gradient.
     Without an initialised process group (or with world size 1) it is the wrapped module.
     The wrapped module's temperature, normalize, path and block_size apply (path="lean"
     included); anchors must be "all" (the authors' cross-view variant is single-process only).
@@ -206,11 +272,13 @@ class GlobalBatchLoss(nn.Module):
         self.terms = check_protocol(loss)
         self.loss = loss
 
-    def forward(self, features: Tensor, labels: Tensor | None = None, return_terms: bool = False):
+    def forward(self, features: Tensor, labels: Tensor | None = None, return_terms: bool = False,
+                memory: Any = None):
         if not is_initialized() or get_world_size() == 1:
             kw = {"return_terms": True} if return_terms else {}
+            kw.update({} if memory is None else {"memory": memory})
             return self.loss(features, labels, **kw)
-        return global_batch_forward(self.loss, features, labels, return_terms=return_terms)
+        return global_batch_forward(self.loss, features, labels, memory=memory, return_terms=return_terms)
 
 
 def global_batch_loss(loss: nn.Module | None) -> nn.Module | None:
@@ -271,7 +339,8 @@ def shard(index: Tensor) -> Tensor:
 
     Every process draws the same seeded permutation (a distributed sampler without padding), so
     the global batches are those of a single process and the union of the parts is exactly the
-    global batch. Process parts differ in size by at most one; see `check_batches`.
+    global batch. Process parts differ in size by at most one; see `check_batches`. The inverse,
+    on rows of the parts (embeddings, labels): `gather_global_batch`.
     """
     world = get_world_size()
     if world == 1:

@@ -204,8 +204,10 @@ def _diagnostics(run: Run, te: dict[str, torch.Tensor], *, seed: int) -> dict[st
     """cosine_to_class_centre, uniformity, and alignment on two augmented views of each test image."""
     z, y = te.get("features", te["embedding"]), te["label"]  # h where the run has a projection head
     method = "forward_features" if "features" in te else "forward"
-    pairs = default_views(run.dataset)(run.dataset.x[te["index"]], 2, torch.Generator().manual_seed(seed))  # [N, 2, ...]
-    a, b = (embed(run.model.encoder, pairs[:, v], method=method) for v in (0, 1))
+    views = default_views(run.dataset)
+    # [N, 2, ...] at the data's size; `finish` (resize to a pretrained model's size, normalise) runs per batch
+    pairs = views.augmented(run.dataset.x[te["index"]], 2, torch.Generator().manual_seed(seed))
+    a, b = (embed(run.model.encoder, pairs[:, v], prepare=views.finish, method=method) for v in (0, 1))
     return {"cosine_to_class_centre": float(geometry.cosine_to_class_centre(z, y).mean()),
             "uniformity": geometry.uniformity(z), "alignment": geometry.alignment(a, b)}
 

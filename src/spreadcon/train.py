@@ -37,6 +37,8 @@ Choices:
   last step has batch_size + 1 images.
 - config.memory_bank = N > 0 keeps spreadcon.losses.MemoryBank(size=N): the loss is called with
   memory=bank and bank.push(z.detach(), labels) follows every step (the bank is checkpointed).
+  Under torchrun every process pushes the gathered global batch (distributed.gather_global_batch),
+  so every process holds the bank of a single-process run.
 - Worst-group robustness (Sagawa et al. 2020; GEORGE's end model), with config.groups naming the
   groups (spreadcon.groups): objective "group_dro" makes the CE term the online Group DRO loss
   `group_dro_loss` over the labelled images' per-image CE (q <- q exp(eta (L_g + C / sqrt(n_g))),
@@ -612,8 +614,8 @@ def train_step(ctx: StepContext, batch: Batch, *, generator: torch.Generator, st
         loss = loss + config.ce_weight * ce
     ctx.model.zero_grad(set_to_none=True)
     loss.backward()
-    if ctx.bank is not None:
-        ctx.bank.push(z.detach(), labels)
+    if ctx.bank is not None:  # the global batch on every process: identical banks (see spreadcon.distributed)
+        ctx.bank.push(*distributed.gather_global_batch(z.detach(), labels))
     _accumulate(acc, batch, emb=emb, logits=logits, losses=(loss, contrastive, ce))
     return loss.detach()
 

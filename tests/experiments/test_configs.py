@@ -18,7 +18,7 @@ EXPERIMENTS = registry.experiments()
 def test_registry_names_every_paper_result():
     assert set(EXPERIMENTS) == {
         "fig2", "fig3", "fig4-end-model", "fig4-transfer", "fig5-robustness", "fig5-noise", "fig5-coreset",
-        "table2-attract", "fig6-sample-complexity", "fig7-noise-grid", "sweep", "sweep-paper", "theory", "demo",
+        "table2-attract", "fig6-sample-complexity", "fig7-noise-grid", "sweep", "sweep-paper", "theory", "demo", "defaults",
         "demo-alpha"}
     for exp in EXPERIMENTS.values():
         doc = __import__(exp.module, fromlist=["_"]).__doc__

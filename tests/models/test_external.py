@@ -35,7 +35,7 @@ def test_timm_encoder_shapes_heads_and_data_config():
     assert enc.data_config == {"input_size": (3, 160, 160), "mean": (0.5,) * 3, "std": (0.5,) * 3,
                                "interpolation": "bilinear", "crop_pct": 0.95}
     assert data_config(TIMM) == enc.data_config and data_config("cnn") is None
-    assert encoder_options(TIMM) == ["weights", "pretrained", "model_kwargs"]
+    assert encoder_options(TIMM) == ["weights", "pretrained", "model_kwargs", "pretrained_input"]
     assert "timm" in describe("timm:NAME") and describe(TIMM) == describe("timm:NAME")
     assert enc.init_source == {"pretrained": False, "weights": None, "dropped": [], "adapted": []}
 

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from spreadcon.config import TrainConfig
+from spreadcon.recipes import RECIPES
 from spreadcon.errors import UserError
 
 DEFAULTS = TrainConfig()
@@ -63,6 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained", action="store_true",
                         help="download the backbone's pretrained weights through timm / torchvision "
                              "(needs the network; sets encoder_options.pretrained)")
+    parser.add_argument("--recipe", default="auto", metavar="NAME",
+                        help="the training recipe the options apply over: auto (picked by the images' "
+                             "size and channels; see docs/recipes.md), a name (" + ", ".join(RECIPES)
+                             + ") or none (TrainConfig's bare defaults); not with --config or --resume "
+                             "(default: auto)")
     parser.add_argument("--out", dest="out_dir", default=argparse.SUPPRESS,
                         help=f"run folder to write (default: {DEFAULTS.out_dir})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -81,25 +87,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults (or --config, or the run's saved config when resuming), then options, then --set."""
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str | None]:
+    """(config, a line naming the recipe used or None). The config: --config, or the run's saved
+    config when resuming, or the recipe (--recipe; picked by the images when auto) over
+    TrainConfig's defaults; then the options, then --set."""
     from spreadcon.config import apply_overrides, read_config
 
     explicit = {key: getattr(args, key) for key, *_ in OPTIONS.values() if hasattr(args, key)}
     for key in ("out_dir", "progress"):
         if hasattr(args, key):
             explicit[key] = getattr(args, key)
-    base = TrainConfig()
-    if args.config is not None:
-        base = read_config(args.config)
-    elif args.resume:
-        saved = Path(explicit.get("out_dir", DEFAULTS.out_dir)) / "config.json"
-        if saved.exists():
-            base = read_config(saved)
-    data = {**base.to_dict(), **explicit}
     backbone = [f"encoder_options.weights={json.dumps(str(args.weights.expanduser().resolve()))}"] if args.weights else []
     backbone += ["encoder_options.pretrained=true"] if args.pretrained else []
-    return apply_overrides(TrainConfig.from_dict(data), [*backbone, *args.overrides])
+    sets = [*backbone, *args.overrides]
+    recipe_name = getattr(args, "recipe", "auto")
+    if args.config is not None or args.resume:
+        if recipe_name != "auto":
+            raise UserError("--recipe chooses the starting config, as --config and --resume do; pass one of them")
+        base = TrainConfig()
+        saved = Path(explicit.get("out_dir", DEFAULTS.out_dir)) / "config.json"
+        if args.config is not None:
+            base = read_config(args.config)
+        elif saved.exists():
+            base = read_config(saved)
+        return apply_overrides(TrainConfig.from_dict({**base.to_dict(), **explicit}), sets), None
+    plain = apply_overrides(TrainConfig.from_dict({**DEFAULTS.to_dict(), **explicit}), sets)
+    if recipe_name == "none":
+        return plain, "recipe none: TrainConfig's defaults under the options"
+    from spreadcon.build import with_recipe
+
+    chosen = set(explicit) | {o.split("=", 1)[0].split(".", 1)[0] for o in sets}
+    config, _, line = with_recipe(plain, chosen, recipe_name)
+    return config, line + "; --recipe NAME picks another, --recipe none keeps TrainConfig's defaults"
 
 
 def train_options(args: argparse.Namespace) -> dict[str, bool]:
@@ -114,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     from spreadcon.runs import read_metrics, run_status
     from spreadcon.train import train
 
-    config = config_from_args(args)
+    config, recipe_line = config_from_args(args)
+    if recipe_line and os.environ.get("RANK", "0") == "0":
+        print(recipe_line, flush=True)
     done_before = args.resume and run_status(config.out_dir).finished
     run_dir = train(config, **train_options(args))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 reports

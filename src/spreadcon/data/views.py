@@ -16,17 +16,26 @@ alone (evaluation). out[b, v] is view v of image b. All random parameters come f
 same views whether the images live on the CPU or on a GPU; None uses torch's default generator.
 "none" applies no augmentation (normalisation only). `default_views(ds, recipe="authors")` gives
 the authors' recipe (simclr family; for MNIST 28 px, no grayscale) next to ours.
+
+A timm/torchvision encoder sees the data as its pretrained configuration expects: `fit_to_model`
+records the model's input size and mean/std in `ds.meta["model_input"]` (spreadcon.build does it),
+and the views then end (augmentations and `prepare` alike) with a resize to that size and the
+model's normalisation. Without that record (spreadcon's own encoders) nothing is resized.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
 
 from spreadcon.data import augment, colour
 from spreadcon.data.base import StrataDataset
+
+RESIZE_MODES = ("nearest", "bilinear", "bicubic")  # the interpolations torchvision's tensor resize has
 
 
 @dataclass
@@ -42,16 +51,32 @@ class Views:
     gray_p: float = 0.2
     pad: int = 2
     noise_std: float = 0.1
+    size: tuple[int, int] | None = None  # output H x W (a pretrained model's input size); None: the data's own
+    interpolation: str = "bilinear"      # of that resize: one of RESIZE_MODES
 
     def __post_init__(self) -> None:
         if self.kind not in ("simclr", "digits", "vector", "none"):
             raise ValueError(f"unknown views kind {self.kind!r}; choose simclr, digits, vector or none")
+        if self.size is not None:
+            self.size = tuple(int(s) for s in self.size)
+            if len(self.size) != 2 or min(self.size) < 1:
+                raise ValueError(f"views size={self.size}: give (H, W) of positive ints, or None for the data's own")
+        if self.interpolation not in RESIZE_MODES:
+            raise ValueError(f"views interpolation={self.interpolation!r}; choose one of {list(RESIZE_MODES)}")
 
     def prepare(self, x: Tensor) -> Tensor:
-        """Raw batch [B, ...] -> float [B, ...]: images scaled to [0, 1] and normalised."""
+        """Raw batch [B, ...] -> float [B, ...]: images scaled to [0, 1], resized to `size` (if set)
+        and normalised."""
         if self.kind == "vector" or x.dim() == 2:
             return x.float()
-        return self.normalise(to_unit(x))
+        return self.finish(to_unit(x))
+
+    def finish(self, x: Tensor) -> Tensor:
+        """Images [..., C, H, W] in [0, 1] -> [..., C, *size] resized (if `size`) and normalised: the
+        last step of `prepare` and of the views. Vectors pass unchanged."""
+        if self.kind == "vector" or x.dim() < 4:
+            return x
+        return self.normalise(x if self.size is None else resize(x, self.size, self.interpolation))
 
     def normalise(self, x: Tensor) -> Tensor:
         shape = (1, -1, 1, 1)
@@ -60,7 +85,13 @@ class Views:
         return (x - mean) / std
 
     def __call__(self, x: Tensor, n_views: int = 2, generator: torch.Generator | None = None) -> Tensor:
-        """Raw batch [B, ...] -> float [B, V, ...], V = n_views independent augmentations."""
+        """Raw batch [B, ...] -> float [B, V, ...], V = n_views independent augmentations (images
+        [B, V, C, *size] when `size` is set)."""
+        return self.finish(self.augmented(x, n_views, generator))
+
+    def augmented(self, x: Tensor, n_views: int = 2, generator: torch.Generator | None = None) -> Tensor:
+        """The views before `finish`: raw [B, ...] -> [B, V, ...] (images in [0, 1] at the data's size,
+        so that a caller holding many views can resize them batch by batch)."""
         if n_views < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
         b, rest = x.shape[0], x.shape[1:]
@@ -70,7 +101,7 @@ class Views:
                                 device=generator.device if generator is not None else "cpu").to(x.device)
             return (flat + self.noise_std * noise).view(b, n_views, *rest)
         flat = to_unit(x).unsqueeze(1).expand(b, n_views, *rest).reshape(b * n_views, *rest)
-        return self.normalise(self.augment(flat, generator)).view(b, n_views, *rest)
+        return self.augment(flat, generator).view(b, n_views, *rest)
 
     def augment(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """[M, C, H, W] in [0, 1] -> augmented [M, C, H, W] in [0, 1]."""
@@ -89,11 +120,47 @@ def to_unit(x: Tensor) -> Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
+def resize(x: Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> Tensor:
+    """Images [..., C, H, W] in [0, 1] -> [..., C, *size]: torchvision.transforms.v2's Resize
+    (antialiased) on the whole batch, on its device; bicubic is clamped to [0, 1] as PIL's resize
+    of 8-bit images is. Not timm.data.create_transform: it builds a per-image PIL pipeline (and at
+    evaluation a centre crop of crop_pct), while our images are one tensor already in memory. The
+    whole image is kept (no centre crop): the data's framing stays, the training views crop on
+    their own."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = TF.resize(x, list(size), interpolation=TF.InterpolationMode(interpolation), antialias=True)
+    return out.clamp(0.0, 1.0) if interpolation == "bicubic" else out
+
+
+def fit_to_model(ds: StrataDataset, data_config: dict[str, Any], encoder: str) -> StrataDataset:
+    """`ds` whose views resize to a pretrained model's input size and normalise with its mean/std.
+
+    data_config: spreadcon.models.data_config of `encoder` for the data's channels
+    ({"input_size": (C, H, W), "mean": C floats, "std": C floats, "interpolation"}). The images
+    stay as loaded (resizing happens batch by batch); ds.meta["model_input"] holds the settings
+    and a "model_input" record is appended to `transforms` (part of the run's data fingerprint)."""
+    if not ds.is_image:
+        raise ValueError(f"{ds.name} holds vectors; only images can be fitted to encoder {encoder!r}'s input size")
+    c, h, w = (int(s) for s in data_config["input_size"])
+    mean, std = [float(m) for m in data_config["mean"]], [float(s) for s in data_config["std"]]
+    if c != ds.x.shape[1] or len(mean) != c or len(std) != c:
+        raise ValueError(f"encoder {encoder!r}: its input config {data_config} is for {c} channels, the images "
+                         f"of {ds.name} have {ds.x.shape[1]}; take models.data_config(name, in_chans={ds.x.shape[1]})")
+    mode = str(data_config.get("interpolation", "bilinear"))
+    fit = {"size": [h, w], "mean": mean, "std": std,
+           "interpolation": mode if mode in RESIZE_MODES else "bilinear"}  # PIL-only modes (lanczos, box) -> bilinear
+    record = {"transform": "model_input", "encoder": encoder, **fit}
+    return ds.with_transform(record, meta={**ds.meta, "model_input": fit})
+
+
 RECIPES = ("ours", "authors")
 
 
-def default_views(ds: StrataDataset, recipe: str = "ours") -> Views:
-    """The dataset's default views, normalised by its train statistics.
+def default_views(ds: StrataDataset, recipe: str = "ours", *, model_input: bool = True) -> Views:
+    """The dataset's default views, normalised by its train statistics, or, where `fit_to_model`
+    set ds.meta["model_input"] (and model_input=True), resized to the model's input size and
+    normalised with its mean/std.
 
     recipe="ours": the family in ds.meta["views"] (digits: shifts only). recipe="authors": the
     authors' image recipe for every image dataset (SPEC, recipe notes): random resized crop
@@ -110,9 +177,11 @@ def default_views(ds: StrataDataset, recipe: str = "ours") -> Views:
         scale = float(train.std(0).mean()) if len(train) > 1 else 1.0
         return Views(kind="vector", noise_std=float(ds.meta.get("noise_std", 0.1 * scale)))
     c = ds.x.shape[1]
-    mean = tuple(ds.meta.get("mean", [0.5] * c))
-    std = tuple(ds.meta.get("std", [0.25] * c))
+    fit = ds.meta.get("model_input") if model_input else None
+    mean = tuple((fit or ds.meta).get("mean", [0.5] * c))
+    std = tuple((fit or ds.meta).get("std", [0.25] * c))
+    resize_to = {"size": tuple(fit["size"]), "interpolation": fit["interpolation"]} if fit else {}
     if recipe == "authors":
-        return Views(kind="simclr", mean=mean, std=std, gray_p=0.2 if c == 3 else 0.0)
+        return Views(kind="simclr", mean=mean, std=std, gray_p=0.2 if c == 3 else 0.0, **resize_to)
     pad = max(1, round(ds.x.shape[-1] / 14))  # 2 px at 28 px (MNIST), 1 px at 8 px (digits)
-    return Views(kind=kind, mean=mean, std=std, pad=pad)
+    return Views(kind=kind, mean=mean, std=std, pad=pad, **resize_to)

@@ -39,7 +39,9 @@ def floors(ds: StrataDataset, *, encoder: str, encoder_options: dict[str, Any] |
     trained encoders are probed at).
 
     ds: a StrataDataset (spreadcon.data.load); its views' normalisation (`prepare`) is applied to
-    the inputs of both floors. probe: options for `probes.fit_linear` (epochs, lr, weight_decay,
+    the inputs of both floors. Where ds is fitted to a pretrained model (spreadcon.build's
+    build_dataset for a timm:/torchvision: encoder) the encoder sees its resized input, the raw
+    pixels stay at the data's size. probe: options for `probes.fit_linear` (epochs, lr, weight_decay,
     batch_size); default the authors' 100 epochs of AdamW lr 1e-3. fine_transfer_accuracy is None
     when the dataset has no strata finer than its classes. The caller's global RNG is left as it
     was (the encoder's init and the probes' layers draw from it inside a fork). names: which of
@@ -60,11 +62,12 @@ def _floors(ds: StrataDataset, *, encoder: str, encoder_options: dict[str, Any] 
             probe: dict[str, Any] | None, split: str, batch_size: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """floors() without the RNG fork."""
     rows = {s: ds.rows(s) for s in ("train", split)}
-    prepare = default_views(ds).prepare
+    pixels = default_views(ds, model_input=False).prepare  # the data's own pixels, never resized
+    prepare = default_views(ds).prepare  # what the encoder sees (a pretrained model's size: ds.meta["model_input"])
     torch.manual_seed(seed)
-    net = build_encoder(encoder, tuple(ds.input_shape), **dict(encoder_options or {}))
+    net = build_encoder(encoder, tuple(prepare(ds.x[:1]).shape[1:]), **dict(encoder_options or {}))
     features = {
-        "raw-pixels": lambda x: prepare(x).flatten(1),
+        "raw-pixels": lambda x: pixels(x).flatten(1),
         "random-init": lambda x: embed(net, x, batch_size, prepare=prepare, method="forward_features"),
     }
     out = []

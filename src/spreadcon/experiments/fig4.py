@@ -45,6 +45,7 @@ from spreadcon.experiments.recipes import (
     DIGITS, PAPER_ALPHA, PROTOCOLS, RESNET50, VALIDATED_ALPHA, VIT, merge,
 )
 from spreadcon.experiments.runner import Experiment, RunSpec
+from spreadcon.recipes import COLOUR_32, COLOUR_32_PAPER
 from spreadcon.experiments.table import markdown
 
 LOSSES = ("simclr", "supcon", "supcon-authors", "spread", "spread-authors")
@@ -110,18 +111,11 @@ transfer_small: dict[str, Any] = {
 # cnn with a projection head (h 256-d -> MLP -> z 128-d; probes read h, `fine_transfer_z_accuracy`
 # reads z), Adam 1e-3, batch 256 (docs/recipes.md, stage M). 30 epochs: about 10 minutes of one
 # core per run.
-MEDIUM_TRAIN: dict[str, Any] = {
-    "encoder": "cnn", "embedding": "projection", "encoder_options": {"widths": [16, 32, 64], "flatten": True, "out_dim": 256,
-                                          "proj_dim": 128, "proj_hidden": 256},
-    "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0, "subsample_fraction": 0.2,
-}
+MEDIUM_TRAIN: dict[str, Any] = {**COLOUR_32.train, "subsample_fraction": 0.2}
 # The paper protocol at medium scale: NOT validated yet (issue 26 asks for a medium stage P). Until
 # it is, MEDIUM_TRAIN without the projection head, with a 256-unit ReLU layer ahead of the 128-d
-# embedding (as PAPER_TRAIN does at small scale).
-MEDIUM_PAPER_TRAIN: dict[str, Any] = {
-    **{k: v for k, v in MEDIUM_TRAIN.items() if k not in ("embedding", "encoder_options")},
-    "embedding": "paper", "encoder_options": {"widths": [16, 32, 64], "flatten": True, "hidden": [256], "out_dim": 128},
-}
+# embedding (as PAPER_TRAIN does at small scale): spreadcon.recipes.COLOUR_32_PAPER.
+MEDIUM_PAPER_TRAIN: dict[str, Any] = {**COLOUR_32_PAPER.train, "subsample_fraction": 0.2}
 transfer_medium: dict[str, Any] = {
     "seeds": 3,
     "losses": LOSSES,

@@ -305,6 +305,24 @@ def theory_bullet(data: dict[str, Any]) -> str:
             + ", ".join(f"{name(k)} {v}" for k, v in dist.items()) + ".")
 
 
+# --- the default recipes (issue 24) -------------------------------------------------------------
+def defaults(folder: str) -> Callable[[dict[str, Any]], str]:
+    """Per dataset: the recipe `spreadcon train` picked, L_SC's and L_spread's transfer, and how each
+    compares with the better floor (paired over seeds)."""
+    def bullet(data: dict[str, Any]) -> str:
+        rows, m = rows_of(data), "fine_transfer_accuracy"
+        lines = [f"- **`spreadcon train` with its defaults** ({link(folder)}; transfer to the fine labels, %, "
+                 "against both floors):"]
+        for ds in dict.fromkeys(r["dataset"] for r in rows):
+            recipe = next(r["recipe"] for r in rows if r["dataset"] == ds)
+            best_floor = max(FLOORS, key=lambda f: mean(rows, m, dataset=ds, loss=f))
+            parts = [versus(rows, m, loss, best_floor, dataset=ds) for loss in ("supcon", "spread")
+                     if has(rows, m, loss, best_floor, dataset=ds)]
+            lines.append(f"  - {ds} (recipe {recipe}): " + "; ".join(parts) + floors_text(rows, m, dataset=ds) + ".")
+        return "\n".join(lines)
+    return bullet
+
+
 FINDINGS: dict[str, Callable[[dict[str, Any]], str]] = {
     "fig4-transfer": transfer("fig4-transfer", "Coarse-to-fine transfer, small scale (Figure 4 right)"),
     "fig4-transfer-medium": transfer("fig4-transfer-medium", "Coarse-to-fine transfer on real CIFAR-10-Coarse "
@@ -321,4 +339,6 @@ FINDINGS: dict[str, Callable[[dict[str, Any]], str]] = {
     "sweep": sweep_bullet("sweep", "Hyperparameters"),
     "demo-alpha": sweep_bullet("demo-alpha", "The demo's alpha"),
     "theory": theory_bullet,
+    "defaults": defaults("defaults"),
+    "defaults-npz": defaults("defaults-npz"),
 }

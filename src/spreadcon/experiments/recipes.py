@@ -13,28 +13,16 @@ import copy
 from typing import Any
 
 from spreadcon.config import RUNTIME_KEYS, TrainConfig
+from spreadcon.recipes import GRAY_32, GRAY_32_PAPER
 
-# Small scale (2 CPU cores): the demo's recipe, chosen on validation (docs/recipes.md, issue 16):
-# the `cnn-digits` net (two conv-BN stages 16/32 flattened into a 256-d h) with a projection head
-# (h -> MLP -> 128-d z for the loss; probes read h), Adam lr 1e-3 (weight decay 0), batch 256, 30
-# epochs, the joint CE head. The 8x8 digits sets have 1,300 training images: batch 64 gives them
-# 20 steps an epoch (not validated separately). channels_last (NHWC convolutions): 1.2-1.3x the
-# images/s of NCHW on one thread, about equal on two; same maths (benchmarks/trainer.py --options).
-SMALL_TRAIN: dict[str, Any] = {"encoder": "cnn-digits", "embedding": "projection",
-                               "encoder_options": {"proj_dim": 128, "proj_hidden": 256},
-                               "epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
-                               "channels_last": True}
-# The paper's protocol at small scale (issue 26): no projection head, so the loss, the CE head and the
-# probes read one 128-d embedding, after a 256-unit ReLU layer on the flattened 16/32 conv map; Adam
-# 1e-3, batch 256, 60 epochs, tau 0.5. Chosen by stage P (scripts/recipe_search.py; docs/recipes.md
-# "The paper protocol": the mean validation coarse accuracy of L_SS, L_SC and L_spread, one seed, a
-# change kept only for +0.2 points; never test, never fine labels): the hidden layer lifted the mean
-# from 95.6 to 99.2, 60 epochs to 99.4; CE weight, lr, weight decay and tau gained < 0.2.
-PAPER_TRAIN: dict[str, Any] = {"encoder": "cnn", "embedding": "paper",
-                               "encoder_options": {"widths": [16, 32], "flatten": True, "hidden": [256],
-                                                   "out_dim": 128},
-                               "epochs": 60, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.0,
-                               "channels_last": True}
+# Small scale (2 CPU cores): the two recipes of grayscale images up to 32 px (spreadcon.recipes,
+# docs/recipes.md), the ones `spreadcon train` uses by default. SMALL_TRAIN: the `cnn-digits` net
+# with a projection head (stages A-C); PAPER_TRAIN: the paper's protocol, one embedding after a
+# 256-unit ReLU layer, 60 epochs (stage P). alpha is set per dataset below, not by the recipe.
+# channels_last (NHWC convolutions): 1.2-1.3x the images/s of NCHW on one thread, about equal on
+# two; same maths (benchmarks/trainer.py --options).
+SMALL_TRAIN: dict[str, Any] = GRAY_32.train
+PAPER_TRAIN: dict[str, Any] = GRAY_32_PAPER.train
 # The two protocols (TrainConfig.embedding), the paper's first: every fig4 table and the demo run both.
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_TRAIN, "projection": SMALL_TRAIN}
 DIGITS: dict[str, Any] = {"batch_size": 64}

@@ -11,7 +11,7 @@ import importlib
 from spreadcon.experiments.runner import Experiment
 
 MODULES = ("fig2", "fig3", "fig4", "fig5_robustness", "fig5_noise", "fig5_coreset", "table2", "fig6",
-           "fig7", "sweep", "theory", "demo")
+           "fig7", "sweep", "theory", "demo", "defaults")
 
 
 def experiments() -> dict[str, Experiment]:

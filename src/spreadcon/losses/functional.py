@@ -278,12 +278,14 @@ def _with_bank(k, k_labels, k_ids, opts: Options, ids_explicit: bool):
     return torch.cat([k, emb]), torch.cat([k_labels, lab]), torch.cat([k_ids, ids])
 
 
-def _parts(q, k, labels, ids, self_col, terms, *, opts, stabilize, ids_explicit: bool, q_rows=None, pos=None):
+def _parts(q, k, labels, ids, self_col, terms, *, opts, stabilize, ids_explicit: bool, q_rows=None, pos=None,
+           bank_ids: bool = True):
     """Join the bank, check label/id agreement, run the core. q_rows: anchors' rows of k (or all);
-    pos [K, M]: positives from a mask (then labels are unread placeholders)."""
+    pos [K, M]: positives from a mask (then labels are unread placeholders); bank_ids=False: the
+    bank's ids are not matched against explicit `ids` (its rows are instances of their own)."""
     q_labels = labels if q_rows is None else labels.index_select(0, q_rows)
     q_ids = ids if q_rows is None else ids.index_select(0, q_rows)
-    k, k_labels, k_ids = _with_bank(k, labels, ids, opts, ids_explicit)
+    k, k_labels, k_ids = _with_bank(k, labels, ids, opts, ids_explicit and bank_ids)
     if ids_explicit and terms != ("simclr",) and pos is None:  # SimCLR reads no labels
         check_ids_agree(k_labels, k_ids)
     return _run_core(Pairing(q, k, q_labels, k_labels, q_ids, k_ids, self_col, pos), terms, opts, stabilize)
@@ -348,8 +350,10 @@ def _check_flat(features, terms, ids, ids_required: bool) -> Tensor:
 
 
 def flat_parts(features, labels, ids, terms, opts: Options, anchor_index=None, *, ids_required: bool = True,
-               mask: Tensor | None = None):
-    """Per-anchor terms of a flat batch: features [M, D], labels [M] or [M, L] (or mask [M, M])."""
+               mask: Tensor | None = None, bank_ids: bool = True):
+    """Per-anchor terms of a flat batch: features [M, D], labels [M] or [M, L] (or mask [M, M]).
+    bank_ids=False: opts.bank's rows never join aug(i), whatever ids they were pushed with (for
+    `ids` that are batch positions, such as a gathered global batch's, not the bank's ids)."""
     explicit = ids is not None
     ids = _check_flat(features, terms, ids, ids_required)
     M = features.shape[0]
@@ -370,7 +374,7 @@ def flat_parts(features, labels, ids, terms, opts: Options, anchor_index=None, *
     z, stabilize = _embed(features, opts)
     pos = None if mask is None else mask.index_select(0, anchor_index)
     return _parts(z.index_select(0, anchor_index), z, labels, ids, anchor_index, terms, opts=opts,
-                  stabilize=stabilize, ids_explicit=explicit, q_rows=anchor_index, pos=pos)
+                  stabilize=stabilize, ids_explicit=explicit, q_rows=anchor_index, pos=pos, bank_ids=bank_ids)
 
 
 def _mean(value: Tensor, valid: Tensor) -> Tensor:

@@ -10,7 +10,10 @@ widen P(i) in the repel denominator, which small CPU batches lack.
     loss = spread_loss(z, y, memory=bank)     # z [B, V, D], y [B]
     loss.backward(); bank.push(z.detach(), y)  # after the step; oldest rows drop out first
 
-State lives only in the bank object the caller owns (no hidden global state).
+State lives only in the bank object the caller owns (no hidden global state). Under
+torch.distributed each process owns one and pushes the gathered global batch,
+`bank.push(*spreadcon.distributed.gather_global_batch(z.detach(), y))`, so all hold the same rows
+(`spreadcon.distributed.GlobalBatchLoss` takes memory=bank too).
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ class _Loss(nn.Module):
 
     The distributed protocol (`spreadcon.distributed`): `term_weights` ({SPEC.md term: weight},
     None for the authors' variant) and `per_anchor(features [M, D], labels [M], ids [M],
-    anchor_index=[K])` -> {term: (value [K], valid [K])}. gather_distributed=True (as in lightly):
-    under torch.distributed, forward contrasts local anchors against the gathered global batch.
+    anchor_index=[K], memory=None)` -> {term: (value [K], valid [K])}. gather_distributed=True (as
+    in lightly): under torch.distributed, forward contrasts local anchors against the gathered
+    global batch (and memory=, a bank every process holds identically: see spreadcon.distributed).
     """
 
     variant = "paper"
@@ -107,21 +108,26 @@ class _Loss(nn.Module):
     def term_weights(self) -> dict[str, float] | None:
         return None if self.variant == "authors" else {t: 1.0 for t in self.terms}
 
-    def per_anchor(self, features: Tensor, labels: Tensor, ids: Tensor, *, anchor_index: Tensor | None = None):
-        """Flat per-anchor terms of this loss (no memory bank): see `functional.per_anchor_losses`."""
+    def per_anchor(self, features: Tensor, labels: Tensor, ids: Tensor, *, anchor_index: Tensor | None = None,
+                   memory: MemoryBank | None = None):
+        """Flat per-anchor terms of this loss: see `functional.per_anchor_losses`. memory: a MemoryBank
+        whose rows join every contrast set as in forward (detached, never anchors; None: the bank
+        given at construction, if any). Bank rows are instances of their own here: `ids` are the
+        batch's (e.g. a gathered global batch's positions), not ids the bank was pushed with."""
         if self.term_weights is None:
             raise ValueError(f"{type(self).__name__}(variant='authors') has no per-anchor form (single process only)")
-        return flat_parts(features, labels, ids, tuple(self.term_weights), replace(self.options, bank=None),
-                          anchor_index)
+        opts = self.options if memory is None else replace(self.options, bank=check_memory(memory))
+        return flat_parts(features, labels, ids, tuple(self.term_weights), opts, anchor_index, bank_ids=False)
 
     def forward(self, features: Tensor, *args: Tensor, labels: Tensor | None = None, ids: Tensor | None = None,
                 mask: Tensor | None = None, memory: MemoryBank | None = None, return_terms: bool = False):
         features, labels, ids = split_call(features, args, labels, ids)
         if self.gather_distributed and distributed.get_world_size() > 1:
-            if memory is not None or ids is not None or mask is not None or getattr(labels, "ndim", 1) != 1:
-                raise ValueError("gather_distributed=True takes labels [B] and no memory= / ids= / mask= (the "
-                                 "gathered batch is the bank; masks and multi-hot labels are single-process)")
-            return distributed.global_batch_forward(self, features, labels, return_terms=return_terms)
+            if ids is not None or mask is not None or getattr(labels, "ndim", 1) != 1:
+                raise ValueError("gather_distributed=True takes labels [B] and no ids= / mask= (the global "
+                                 "batch's ids are its positions; masks and multi-hot labels are single-process)")
+            return distributed.global_batch_forward(self, features, labels, memory=memory,
+                                                    return_terms=return_terms)
         if self.variant == "authors":
             if memory is not None or ids is not None or return_terms:
                 raise ValueError("variant='authors' takes no ids= / memory= / return_terms")

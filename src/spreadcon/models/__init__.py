@@ -11,8 +11,10 @@ ENCODERS maps a name to a builder `(input_shape, **options) -> backbone` (a modu
 `feature_dim` attribute); each builder's docstring's first line describes it. Its entries
 "timm:NAME" and "torchvision:NAME" stand for every image model of those libraries (builders
 `(NAME, input_shape, **options)`, spreadcon.models.external); NAME is checked against the
-library's list_models(). Their options are `weights`, `pretrained`, `model_kwargs`; the encoder's
-`data_config` says how to resize and normalise the data. Encoder.options rebuild the same
+library's list_models(). Their options are `weights`, `pretrained`, `model_kwargs` and
+`pretrained_input`; the encoder's `data_config` says how to resize and normalise the data, and
+`input_config` whether the data side should (`pretrained_input=False`: the data as they are, as for
+spreadcon's own encoders). Encoder.options rebuild the same
 architecture without reading a file or downloading (weights and pretrained are left out; where
 the initial weights came from is Encoder.init_source). Fine-tuning hooks: spreadcon.models.finetune.
 """
@@ -47,6 +49,7 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "torchvision:NAME": external.torchvision_backbone,
 }
 INIT_OPTIONS = ("weights", "pretrained")  # where the initial weights come from, not the architecture
+DATA_OPTIONS = ("pretrained_input",)  # how the data reach the encoder (input_config), not its builder's
 
 # the keyword options each family accepts (its constructor's keyword-only parameters)
 _FAMILY = {"vit": vit.ViT, "resnet18": resnet._resnet, "resnet50": resnet._resnet, "cnn": small.SmallCNN, "mlp": small.MLP}
@@ -56,7 +59,7 @@ def encoder_options(name: str) -> list[str]:
     """The option names `build_encoder(name, ..., **options)` accepts."""
     key = _key(name)
     if external.split_name(key):
-        return list(external.OPTIONS)
+        return [*external.OPTIONS, *DATA_OPTIONS]
     family = _FAMILY[key.split("-")[0]]  # cnn-digits and cnn-test are cnn
     return [p.name for p in inspect.signature(family).parameters.values() if p.kind is p.KEYWORD_ONLY]
 
@@ -73,6 +76,32 @@ def data_config(name: str, in_chans: int = 3) -> dict[str, Any] | None:
     return external.data_config(name, in_chans) if external.split_name(_check_name(name)) else None
 
 
+def input_config(name: str, input_shape: tuple[int, ...], options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What the data should become before encoder `name` (built with `options`) sees them: its
+    `data_config` for the data's C = input_shape[0] channels when it is a timm:/torchvision: encoder
+    on (C, H, W) images; None (the data as they are) for spreadcon's own encoders, for vectors, and
+    with the option pretrained_input=False.
+
+    C is kept: a grey image stays one channel and the model is built with in_chans=1 (timm sums
+    its pretrained RGB stem over the channels; torchvision's stem is adapted by the same rule), with
+    the RGB mean/std averaged; this equals feeding the grey channel repeated three times, up to the
+    per-channel differences of mean/std, at a third of the stem's cost."""
+    options = dict(options or {})
+    if not external.split_name(_check_name(name)) or len(input_shape) != 3:
+        return None
+    return data_config(name, int(input_shape[0])) if _pretrained_input(name, options) else None
+
+
+def _pretrained_input(name: str, options: dict[str, Any]) -> bool:
+    """The encoder option pretrained_input (default True: resize and normalise the data to the
+    model's pretrained configuration); ValueError unless a bool."""
+    value = options.get("pretrained_input", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"encoder {name!r}: pretrained_input={value!r} must be true or false (false keeps the "
+                         f"data's own size and normalisation)")
+    return value
+
+
 def build_encoder(name: str, input_shape: tuple[int, ...], *, proj_dim: int | None = None,
                   proj_hidden: int | None = None, proj_kind: str = "mlp", **overrides: Any) -> Encoder:
     """Encoder `name` for inputs of shape `input_shape` ((C, H, W) images or (D,) vectors).
@@ -80,7 +109,9 @@ def build_encoder(name: str, input_shape: tuple[int, ...], *, proj_dim: int | No
     proj_dim=None (the paper's setting) means no projection head; otherwise a head `proj` of kind
     `proj_kind` ('mlp' or 'linear') maps the backbone's feature_dim to proj_dim. `overrides` go to the family's
     constructor (see `encoder_options(name)`); for `timm:NAME` / `torchvision:NAME` they are
-    `weights=FILE`, `pretrained=False`, `model_kwargs={...}` (spreadcon.models.external). Raises
+    `weights=FILE`, `pretrained=False`, `model_kwargs={...}` (spreadcon.models.external) and
+    `pretrained_input` (kept in Encoder.options for the data side, see `input_config`; input_shape
+    is what the encoder receives, the pretrained size when the data are fitted to it). Raises
     ValueError on an unknown name, an unknown option, or an input_shape the encoder cannot take.
     """
     builder = _builder(_check_name(name))
@@ -89,7 +120,9 @@ def build_encoder(name: str, input_shape: tuple[int, ...], *, proj_dim: int | No
     if unknown:
         raise ValueError(f"encoder {name!r} has no option(s) {unknown}; it accepts {allowed}")
     input_shape = tuple(int(s) for s in input_shape)
-    backbone = builder(input_shape, **overrides)
+    if "pretrained_input" in overrides:
+        _pretrained_input(name, overrides)  # a data-side option: checked here, not the builder's
+    backbone = builder(input_shape, **{k: v for k, v in overrides.items() if k not in DATA_OPTIONS})
     feature_dim = int(backbone.feature_dim)
     proj = None if proj_dim is None else projection_head(feature_dim, int(proj_dim), proj_hidden, proj_kind)
     arch = {k: v for k, v in overrides.items() if k not in INIT_OPTIONS}
@@ -124,5 +157,5 @@ def _check_name(name: str) -> str:
 
 
 __all__ = ["ENCODERS", "Classifier", "Encoder", "backbone_parameters", "build_encoder", "data_config", "describe",
-           "encoder_options", "head_parameters", "image_shape", "param_groups", "projection_head",
+           "encoder_options", "head_parameters", "image_shape", "input_config", "param_groups", "projection_head",
            "set_backbone_trainable"]

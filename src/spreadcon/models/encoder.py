@@ -11,7 +11,7 @@ Losses L2-normalise what they receive; the encoder returns unnormalised vectors.
 `data_config` is None for spreadcon's own encoders (they take the data as it is); for a timm or
 torchvision backbone it is the model's pretrained input size and normalisation,
 {"input_size": (C, H, W), "mean": (C floats), "std": (C floats), "interpolation", "crop_pct"}, which
-the data side should resize and normalise with. `init_source` says where the backbone's initial
+the data side resizes and normalises with (spreadcon.build, spreadcon.data.views.fit_to_model). `init_source` says where the backbone's initial
 weights came from ({"pretrained", "weights", "dropped", "adapted"}; None for random init).
 `backbone_frozen` (set by spreadcon.models.finetune.set_backbone_trainable) keeps the backbone in
 eval mode through `train()`.

@@ -22,8 +22,10 @@ cross-entropy heads attach to it in `build_encoder` as on spreadcon's own encode
 Options (`encoder_options`, also a config's encoder_options): `weights=FILE` loads a local
 state_dict strictly (spreadcon.models.weights); `pretrained=True` downloads the library's default
 weights, and only then; `model_kwargs` go to the library's constructor (e.g. drop_path_rate).
-`data_config` is the input size and normalisation of the model's pretrained configuration: the data
-side should resize to `input_size` and normalise with mean/std to use pretrained weights well.
+`data_config` is the input size and normalisation of the model's pretrained configuration. spreadcon
+applies it (spreadcon.build: the dataset's views resize to `input_size` and normalise with mean/std,
+in training and evaluation; the encoder is built for that size) unless the encoder option
+`pretrained_input=False` keeps the data's own size and statistics (spreadcon.models.input_config).
 """
 
 from __future__ import annotations
