@@ -1,7 +1,8 @@
 """Recipe search for mnist5k-coarse (issues 16, 26), on the VALIDATION split only, through the public API.
 
     python scripts/recipe_search.py run A B-x      # train + evaluate stage A's runs, then run B-x (skips done ones)
-    python scripts/recipe_search.py paper          # stage P: the paper protocol's coordinate search (2 workers)
+    python scripts/recipe_search.py paper [P|PM]   # the paper protocol's coordinate search (2 workers): stage P
+                                                   # (mnist5k-coarse) or PM (CIFAR-10-Coarse, medium)
     python scripts/recipe_search.py tables [P]     # regenerate the tables in docs/recipes.md from the results
     python scripts/recipe_search.py test NAME ...  # the one test-split check of the chosen recipe's runs
 
@@ -24,6 +25,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +131,21 @@ MARGIN = 0.002
 LEDGER = ROOT / "docs" / "recipe_runs.json"
 
 
-def paper_runs(labels: list[str], changes: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
-    """The three runs (one per loss) of the paper-protocol recipe named by `labels`."""
-    stem = "P-" + ("-".join(labels) or "base")
-    what = " + ".join(labels) or "base (stage A1's net and optimiser)"
-    return [(f"{stem}-{loss}", _with(_with(PAPER_BASE, **changes), loss=loss, alpha=alpha), what)
+@dataclass(frozen=True)
+class Search:
+    """A paper-protocol coordinate search: run names start with `prefix`, from `base`, by `factors`."""
+    stage: str
+    prefix: str
+    base: dict[str, Any]
+    factors: list[tuple[str, list[tuple[str, dict[str, Any]]]]]
+    first: str  # what the base recipe is, in words
+
+
+def paper_runs(search: Search, labels: list[str], changes: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """The three runs (one per loss) of the search's recipe named by `labels`."""
+    stem = search.prefix + ("-".join(labels) or "base")
+    what = " + ".join(labels) or search.first
+    return [(f"{stem}-{loss}", _with(_with(search.base, **changes), loss=loss, alpha=alpha), what)
             for loss, alpha in PAPER_LOSSES]
 
 
@@ -152,6 +164,21 @@ STAGES["M"] = [  # medium CIFAR-10-Coarse: 9,000 class-balanced train images, ~1
      "cnn 32/64/128 global average pool, 256-d h"),
     ("M3-cifar-supcon", _with(MEDIUM, loss="supcon", alpha=0.5), "M1 with L_SC"),
 ]
+
+
+SEARCH_P = Search("P", "P-", PAPER_BASE, PAPER_FACTORS, "base (stage A1's net and optimiser)")
+# Stage PM (issue 26): the same search and rule on CIFAR-10-Coarse at medium scale (the 20% train
+# subset of fig4's medium runs, 9,000 images; the full 5,000-image val split), from the medium net
+# of stage M without its projection head (flattened 16/32/64 conv map -> a 256-d Linear embedding),
+# Adam 1e-3, batch 256, 30 epochs; the factors of stage P (the depth factor adds a 256-unit ReLU
+# layer ahead of a 128-d embedding). About 10 minutes of one core per 30-epoch run.
+MEDIUM_PAPER_BASE = dict(MEDIUM, embedding="paper", epochs=30,
+                         encoder_options={"widths": [16, 32, 64], "flatten": True, "out_dim": 256})
+MEDIUM_DEEP = {"widths": [16, 32, 64], "flatten": True, "hidden": [256], "out_dim": 128}
+SEARCH_PM = Search("PM", "PM-", MEDIUM_PAPER_BASE,
+                   [("depth", [("hidden256", {"encoder_options": MEDIUM_DEEP})]), *PAPER_FACTORS[1:]],
+                   "base (stage M1's net without its projection head, 30 epochs)")
+SEARCHES = {s.stage: s for s in (SEARCH_P, SEARCH_PM)}
 
 
 def config_for(name: str, overrides: dict[str, Any]) -> TrainConfig:
@@ -246,24 +273,25 @@ def run_parallel(rows: list[tuple[str, dict[str, Any], str]], workers: int = 2) 
     record({n: known_result(n) for n, _, _ in rows if known_result(n) is not None})
 
 
-def paper_search() -> list[tuple[str, dict[str, Any], str]]:
-    """Stage P's coordinate search (see PAPER_FACTORS); returns every run it planned, in order."""
+def paper_search(search: Search) -> list[tuple[str, dict[str, Any], str]]:
+    """A paper-protocol coordinate search (see PAPER_FACTORS); returns every run it planned, in order."""
     labels, changes = [], {}
-    planned = paper_runs(labels, changes)
+    planned = paper_runs(search, labels, changes)
     run_parallel(planned)
     best = recipe_score(planned)
-    for factor, options in PAPER_FACTORS:
+    for factor, options in search.factors:
         candidates = [(label, {**changes, **change}) for label, change in options]
-        stages = [paper_runs([*labels, label], merged) for label, merged in candidates]
+        stages = [paper_runs(search, [*labels, label], merged) for label, merged in candidates]
         run_parallel([row for rows in stages for row in rows])
         planned += [row for rows in stages for row in rows]
         scores = [recipe_score(rows) for rows in stages]
         i = max(range(len(scores)), key=scores.__getitem__)
-        print(f"[P] {factor}: best {best:.4f}, candidates {dict(zip([c[0] for c in candidates], scores))}", flush=True)
+        print(f"[{search.stage}] {factor}: best {best:.4f}, candidates "
+              f"{dict(zip([c[0] for c in candidates], scores))}", flush=True)
         if scores[i] >= best + MARGIN:
             labels, changes, best = [*labels, candidates[i][0]], candidates[i][1], scores[i]
-    print(f"[P] chosen: {labels or ['base']} ({best:.4f})", flush=True)
-    STAGES["P"] = planned
+    print(f"[{search.stage}] chosen: {labels or ['base']} ({best:.4f})", flush=True)
+    STAGES[search.stage] = planned
     return planned
 
 
@@ -317,15 +345,16 @@ def test_table() -> str:
     return "\n".join(lines)
 
 
-OWN_MARKERS = ("H", "P")  # stages whose table sits between their own markers (written by `tables H`)
+OWN_MARKERS = ("H", "P", "PM")  # stages whose table sits between their own markers (written by `tables H`)
 
 
 def write_tables(stages: list[str]) -> None:
     """Rewrite the tables of `stages` (default: every stage without its own markers, and the test
     check) from the known results; a table none of whose runs is known here (a fresh clone without
     the run folders) is kept as it is, with a warning."""
-    if "P" in stages or not stages:
-        STAGES["P"] = paper_plan()
+    for search in SEARCHES.values():
+        if search.stage in stages or not stages:
+            STAGES[search.stage] = paper_plan(search)
     text = DOC.read_text()
     if not stages:
         tables = [stage_table(s) for s in STAGES if s not in OWN_MARKERS]
@@ -343,13 +372,13 @@ def write_tables(stages: list[str]) -> None:
     save_text(text, DOC)
 
 
-def paper_plan() -> list[tuple[str, dict[str, Any], str]]:
-    """Stage P's runs as far as the known results take the coordinate search (nothing is trained)."""
+def paper_plan(search: Search) -> list[tuple[str, dict[str, Any], str]]:
+    """A search's runs as far as the known results take it (nothing is trained)."""
     labels, changes = [], {}
-    planned = paper_runs(labels, changes)
+    planned = paper_runs(search, labels, changes)
     best = recipe_score(planned)
-    for _, options in PAPER_FACTORS:
-        stages = [paper_runs([*labels, label], {**changes, **change}) for label, change in options]
+    for _, options in search.factors:
+        stages = [paper_runs(search, [*labels, label], {**changes, **change}) for label, change in options]
         planned += [row for rows in stages for row in rows]
         scores = [recipe_score(rows) for rows in stages]
         if best is None or any(x is None for x in scores):
@@ -395,8 +424,8 @@ def main(argv: list[str]) -> None:
             if "fine_transfer_accuracy_z" not in old:
                 save_json({**old, **evaluate(path.parent)}, path)
                 print(path.parent.name, flush=True)
-    elif argv[:1] == ["paper"]:
-        paper_search()
+    elif argv[:1] == ["paper"]:  # paper [P | PM]
+        paper_search(SEARCHES[argv[1] if len(argv) > 1 else "P"])
     elif argv[:1] == ["tables"]:
         write_tables(argv[1:])
     elif argv[:1] == ["test"]:

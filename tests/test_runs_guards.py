@@ -4,6 +4,7 @@ through the real command line (`spreadcon.cli.main`, in-process) and the public 
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def test_recipe_tables_are_kept_in_a_clone_without_the_runs(tmp_path, monkeypatc
     script = Path(__file__).resolve().parents[1] / "scripts" / "recipe_search.py"
     spec = importlib.util.spec_from_file_location("recipe_search", script)
     recipes = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "recipe_search", recipes)  # as an import would (its dataclasses look it up)
     spec.loader.exec_module(recipes)
     doc = tmp_path / "recipes.md"
     doc.write_text("<!-- tables:begin -->\nmeasured rows\n<!-- tables:end -->\n<!-- tables-H:begin -->\nH rows\n"
