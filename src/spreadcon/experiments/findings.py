@@ -87,7 +87,7 @@ def floors_text(rows: Rows, metric: str, **match: Any) -> str:
 
 
 # --- coarse-to-fine transfer (fig4-transfer, small and medium) -----------------------------------
-def transfer_cell(rows: Rows, ds: str, emb: str) -> str:
+def transfer_cell(rows: Rows, ds: str, emb: str, alpha: dict[str, Any] | None = None) -> str:
     """One (dataset, protocol) cell: L_spread against L_SC (and L_SS), at z too, the authors' variants."""
     m, where = "fine_transfer_accuracy", {"dataset": ds, "embedding": emb}
     parts = [versus(rows, m, "spread", "supcon", **where)]
@@ -98,7 +98,22 @@ def transfer_cell(rows: Rows, ds: str, emb: str) -> str:
     text = "; ".join(parts) + floors_text(rows, m, **where)
     if emb == "projection" and has(rows, "fine_transfer_z_accuracy", "spread", "supcon", **where):
         text += "; probed at z: " + versus(rows, "fine_transfer_z_accuracy", "spread", "supcon", **where)
-    return f"  - {ds}: {text}."
+    cosine = "intra_class_z_cosine" if emb == "projection" else "intra_class_cosine"
+    found = [f"{name(loss)} {stat(rows, cosine, scale=1.0, digits=2, loss=loss, **where)}"
+             for loss in ("supcon", "spread", "spread-authors") if has(rows, cosine, loss, **where)]
+    if found:  # collapse, where the loss acts: what the transfer differences follow
+        text += f"; intra-class cosine{' at z' if emb == 'projection' else ''}: {', '.join(found)}"
+    return f"  - {ds}{alpha_note(alpha, ds, emb)}: {text}."
+
+
+def alpha_note(alpha: dict[str, Any] | None, ds: str, emb: str) -> str:
+    """' (alpha 0.5)': L_spread's alpha in the (dataset, protocol) cell, from the folder's config."""
+    if not alpha:
+        return ""
+    opts = alpha.get(ds) or {}
+    value = ((opts.get("embeddings") or {}).get(emb) or {}).get("spread", {}).get("alpha",
+                                                                              (opts.get("spread") or {}).get("alpha"))
+    return "" if value is None else f" (L_spread's alpha {value:g})"
 
 
 def transfer(folder: str, what: str) -> Callable[[dict[str, Any]], str]:
@@ -111,7 +126,8 @@ def transfer(folder: str, what: str) -> Callable[[dict[str, Any]], str]:
             mine = [r for r in rows if r["embedding"] == emb]
             lines.append(f"  - *{PROTOCOL_WORDS[emb]}*" + ("" if mine else ": not in this results.json yet "
                                                             "(regenerate it: the command is in its table.md)."))
-            lines += ["  " + transfer_cell(mine, ds, emb) for ds in dict.fromkeys(r["dataset"] for r in mine)
+            datasets = (data.get("config") or {}).get("datasets")
+            lines += ["  " + transfer_cell(mine, ds, emb, datasets) for ds in dict.fromkeys(r["dataset"] for r in mine)
                       if has(mine, "fine_transfer_accuracy", "spread", "supcon", dataset=ds)]
         return "\n".join(lines)
     return bullet

@@ -48,11 +48,12 @@ def _spec(cfg: dict[str, Any], loss: str, tau: float, alpha: float | None, seed:
     train = merge(cfg["train"], cfg.get("per_dataset", {}).get(cfg["dataset"]),
                          {"dataset": cfg["dataset"], "loss": loss, "temperature": tau},
                          {"alpha": alpha} if alpha is not None else None)
-    transfer = any(m.startswith("fine_transfer") for m in cfg["criterion"])
+    transfer = any(m.startswith("fine_transfer") for m in (*cfg["criterion"], *cfg.get("observe", ())))
+    geometry = any("cosine" in m for m in cfg.get("observe", ()))
     return common.train_spec(f"{cfg['dataset']}/{loss}/tau{tau}" + (f"/alpha{alpha}" if alpha is not None else ""),
                              train, seed, {"dataset": cfg["dataset"], "loss": loss, "temperature": tau,
                                            "alpha": alpha, "stage": stage},
-                             evals=("val", "transfer") if transfer else ("val",))
+                             evals=("val",) + ("transfer",) * transfer + ("geometry",) * geometry)
 
 
 def score(rows: list[dict[str, Any]], criterion: Sequence[str]) -> tuple[float, ...]:
@@ -97,13 +98,16 @@ def selected(rows: list[dict[str, Any]], criterion: Sequence[str]) -> dict[str, 
 def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
     criterion = list(cfg["criterion"])
     tests = list(dict.fromkeys(m.replace("_val_", "_") for m in criterion))
+    observed = [m for m in cfg.get("observe", ()) if any(m in r for r in rows)]
     chosen = selected(rows, criterion)
+    columns = criterion + tests + observed
     lines = [f"## Validation metrics per setting (%; * = selected by {', then '.join(criterion)})\n",
-             "| loss | tau | alpha | " + " | ".join(criterion + tests) + " |", "|---|---|---|" + "---|" * len(criterion + tests)]
+             "| loss | tau | alpha | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for s in sorted(dict.fromkeys(_setting(r) for r in rows),
                     key=lambda s: (s[0], s[2] if s[2] is not None else -1, s[1])):
         sub = [r for r in rows if _setting(r) == s]
-        cells = [mean_std(r[m] for r in sub if m in r).format(100, 2) for m in criterion + tests]
+        cells = [mean_std(r[m] for r in sub if m in r).format(*((1, 3) if "cosine" in m else (100, 2)))
+                 for m in columns]
         cells[0] += " *" if chosen[s[0]] == s else ""
         lines.append(f"| {LOSS_NAMES.get(s[0], s[0])} | {s[1]} | {'' if s[2] is None else s[2]} | " + " | ".join(cells) + " |")
     ds, sel = cfg["dataset"], chosen.get("spread")
@@ -112,7 +116,9 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
         lines.append(f"\nSelected for L_spread on {ds}: (tau, alpha) = ({sel[1]}, {sel[2]})"
                      + (f"; the paper's choice for {SMALL_ANALOGUE.get(ds, ds)}: (tau, alpha) = {paper}" if paper else "")
                      + ". Ties go to the smaller tau, then the smaller alpha; a small validation split makes "
-                       "many settings tie. Test columns are for information only.")
+                       "many settings tie. Test columns are for information only"
+                     + (f"; so are the observed columns ({', '.join(observed)}: never used to select)" if observed
+                        else "") + ".")
     _plots(rows, criterion[0], ds, out)
     return "\n".join(lines) + "\n"
 
@@ -158,7 +164,11 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # The paper protocol's alpha (issue 26): E.2's alpha stage on PAPER_TRAIN, whose tau stage P of
 # docs/recipes.md already chose for every loss (the same selection rule: validation coarse accuracy).
-paper_small: dict[str, Any] = {**small, "train": PAPER_TRAIN, "taus": (), "baselines": ()}
+# Observed beside it, never for selection: how much each alpha keeps of the strata (validation
+# transfer to the digits, intra-class cosine of the test embeddings), since fig4-transfer found the
+# exact L_spread collapsing at the alpha the rule selects.
+paper_small: dict[str, Any] = {**small, "train": PAPER_TRAIN, "taus": (), "baselines": (),
+                               "observe": ("fine_transfer_val_accuracy", "intra_class_cosine")}
 
 EXPERIMENTS = [Experiment(
     name="sweep", summary="Appendix E.2: alpha at tau 0.5, then tau for the two best alphas (val accuracy)",
