@@ -32,7 +32,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("End-model accuracy", ("fig4-end-model", "table2-attract")),
     ("Applications", ("fig5-robustness", "fig5-noise", "fig7-noise-grid", "fig5-coreset", "fig6-sample-complexity")),
     ("Hyperparameters and theory", ("sweep", "demo-alpha", "theory")),
-    ("Defaults that work on your data", ("defaults", "defaults-npz")),
+    ("Defaults that work on your data", ("defaults", "defaults-npz", "defaults-medium")),
 ]
 INTRO = ("Generated from `results/*/results.json` by `python scripts/readme_numbers.py` (tests/test_readme.py "
          "fails when this text and the results disagree). Mean ± std over seeds; a comparison is the paired "
