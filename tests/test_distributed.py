@@ -9,6 +9,7 @@ gradients over processes). The oracle is the wrapped loss module on the whole ba
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import socket
@@ -350,6 +351,11 @@ def _bank_worker(rank: int, port: int, out_dir: str) -> None:
     report["bank error"] = error_text(lambda: distributed.GlobalBatchLoss(LOSSES["spread"]())(
         torch.randn(3, 2, 4), torch.zeros(3, dtype=torch.long), memory=uneven))
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    # the last DDP wrapper goes before its process group, both ranks together: a reducer freed after
+    # destroy_process_group (at function exit) aborted a rank now and then ("terminate called ...")
+    del ddp
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
