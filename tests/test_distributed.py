@@ -9,7 +9,6 @@ gradients over processes). The oracle is the wrapped loss module on the whole ba
 from __future__ import annotations
 
 import datetime
-import gc
 import json
 import os
 import socket
@@ -63,8 +62,19 @@ def _modules() -> list[tuple[str, torch.nn.Module]]:
 PAPER_LOSSES = [n for n in LOSSES if not n.endswith("-authors")]
 
 
-def _equality_worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, cases) -> None:
+    """Join the group, run `cases(rank)`, write its report, and leave. The cases return before the
+    group is destroyed, so none of their DDP wrappers outlives it (a reducer freed after
+    destroy_process_group aborted a rank now and then: "terminate called without an active
+    exception"); `distributed.teardown` collects what reference cycles still hold."""
     _init(rank, port)
+    report = cases(rank)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.barrier()
+    distributed.teardown()
+
+
+def _equality_cases(rank: int) -> dict:
     report = {}
     # (local batch sizes per rank, views): equal, unequal, and a class present on one rank only
     for sizes, views in (((4, 4), 2), ((5, 2), 2), ((3, 6), 3)):
@@ -117,14 +127,13 @@ def _equality_worker(rank: int, port: int, out_dir: str) -> None:
     # bad input: the feature dimension differs between the ranks -> a clear error on every rank
     report["shape error"] = error_text(lambda: distributed.GlobalBatchLoss(LOSSES["supcon"]())(
         torch.randn(3, 2, 4 + rank), torch.zeros(3, dtype=torch.long)))
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
-    dist.destroy_process_group()
+    return report
 
 
 def test_global_batch_loss_equals_single_process_values_and_gradients(tmp_path):
     """One spawn for all cases (process start-up dominates): every loss x {dense, lean} x three
     splits of the batch; plus mismatched feature shapes, which must fail clearly on every rank."""
-    mp.spawn(_equality_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), _equality_cases), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert "same V and D" in report.pop("shape error")
@@ -288,10 +297,9 @@ def _same_on_every_rank(t: torch.Tensor) -> bool:
     return all(torch.equal(p, parts[0]) for p in parts)
 
 
-def _bank_worker(rank: int, port: int, out_dir: str) -> None:
+def _bank_cases(rank: int) -> dict:
     from spreadcon.losses import MemoryBank
 
-    _init(rank, port)
     report = {}
     for name, module in _bank_modules():
         torch.manual_seed(0)  # the same encoder in every process and in the oracle
@@ -350,13 +358,7 @@ def _bank_worker(rank: int, port: int, out_dir: str) -> None:
     uneven.push(torch.randn(1 + rank, 2, 4), torch.zeros(1 + rank, dtype=torch.long))
     report["bank error"] = error_text(lambda: distributed.GlobalBatchLoss(LOSSES["spread"]())(
         torch.randn(3, 2, 4), torch.zeros(3, dtype=torch.long), memory=uneven))
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
-    # the last DDP wrapper goes before its process group, both ranks together: a reducer freed after
-    # destroy_process_group (at function exit) aborted a rank now and then ("terminate called ...")
-    del ddp
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    return report
 
 
 def test_memory_bank_under_two_processes_equals_the_single_process_bank_loss_and_gradients(tmp_path):
@@ -364,7 +366,7 @@ def test_memory_bank_under_two_processes_equals_the_single_process_bank_loss_and
     bit for bit and equal the bank of one process fed the whole global batches (FIFO eviction
     included); the loss on (global batch + bank), the embeddings' and the parameters' gradients
     equal the single process's within 1e-6, over 4 SGD steps with unequal local batches."""
-    mp.spawn(_bank_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), _bank_cases), nprocs=WORLD, join=True)
     for rank in range(WORLD):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert "`shard` of one global batch" in report.pop("shard error")

@@ -37,6 +37,7 @@ A process that dies makes the others fail after `timeout` seconds with `Distribu
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 from typing import Any
@@ -310,8 +311,11 @@ def init_from_env(backend: str | None = None, timeout_s: float | None = None) ->
 
 
 def teardown() -> None:
-    """Leave the process group (safe to call when none is initialised)."""
+    """Leave the process group (safe to call when none is initialised). Drop every DDP wrapper
+    first: a reducer still holding the group when it is destroyed can abort the process at exit
+    ("terminate called without an active exception"); the collection frees those kept by cycles."""
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

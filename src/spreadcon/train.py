@@ -311,9 +311,11 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), *, resume: bool = 
         if run.main:
             finish(run, state)
         distributed.barrier()  # the run folder is complete when any process returns
+    run_dir = run.run_dir
+    del run, state  # the DDP wrapper goes before its process group
     if owns_group:  # after an error the group stays up, so the caller can still synchronise
         distributed.teardown()
-    return run.run_dir
+    return run_dir
 
 
 def prepare(config: TrainConfig, callbacks: Sequence[Any]) -> TrainRun:

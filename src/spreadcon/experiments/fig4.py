@@ -42,10 +42,9 @@ from spreadcon.experiments.paper import (
     FIG4_END_MODEL, FIG4_TRANSFER, LOSS_NAMES, SMALL_ANALOGUE, TRANSFER_ALPHA, paper_value,
 )
 from spreadcon.experiments.recipes import (
-    DIGITS, PAPER_ALPHA, PROTOCOLS, RESNET50, VALIDATED_ALPHA, VIT, merge,
+    DIGITS, MEDIUM_PAPER_TRAIN, MEDIUM_TRAIN, PAPER_ALPHA, PROTOCOLS, RESNET50, VALIDATED_ALPHA, VIT, merge,
 )
 from spreadcon.experiments.runner import Experiment, RunSpec
-from spreadcon.recipes import COLOUR_32, COLOUR_32_PAPER
 from spreadcon.experiments.table import markdown
 
 LOSSES = ("simclr", "supcon", "supcon-authors", "spread", "spread-authors")
@@ -106,16 +105,7 @@ transfer_small: dict[str, Any] = {
         "digits-coarse": {**DIGITS, "spread": {"alpha": 0.5}, "max_seeds": 3},
     },
 }
-# Medium scale (issue 16): real CIFAR-10-Coarse from `cifar-10-batches-py` under --data-root, a 20%
-# subset of its train split stratified by the coarse label (9,000 images), the flattened 16/32/64
-# cnn with a projection head (h 256-d -> MLP -> z 128-d; probes read h, `fine_transfer_z_accuracy`
-# reads z), Adam 1e-3, batch 256 (docs/recipes.md, stage M). 30 epochs: about 10 minutes of one
-# core per run.
-MEDIUM_TRAIN: dict[str, Any] = {**COLOUR_32.train, "subsample_fraction": 0.2}
-# The paper protocol at medium scale: NOT validated yet (issue 26 asks for a medium stage P). Until
-# it is, MEDIUM_TRAIN without the projection head, with a 256-unit ReLU layer ahead of the 128-d
-# embedding (as PAPER_TRAIN does at small scale): spreadcon.recipes.COLOUR_32_PAPER.
-MEDIUM_PAPER_TRAIN: dict[str, Any] = {**COLOUR_32_PAPER.train, "subsample_fraction": 0.2}
+# Medium scale (issue 16): real CIFAR-10-Coarse under --data-root, both protocols (recipes.MEDIUM_*).
 transfer_medium: dict[str, Any] = {
     "seeds": 3,
     "losses": LOSSES,

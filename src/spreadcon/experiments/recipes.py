@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from spreadcon.config import RUNTIME_KEYS, TrainConfig
-from spreadcon.recipes import GRAY_32, GRAY_32_PAPER
+from spreadcon.recipes import COLOUR_32, COLOUR_32_PAPER, GRAY_32, GRAY_32_PAPER
 
 # Small scale (2 CPU cores): the two recipes of grayscale images up to 32 px (spreadcon.recipes,
 # docs/recipes.md), the ones `spreadcon train` uses by default. SMALL_TRAIN: the `cnn-digits` net
@@ -26,6 +26,13 @@ PAPER_TRAIN: dict[str, Any] = GRAY_32_PAPER.train
 # The two protocols (TrainConfig.embedding), the paper's first: every fig4 table and the demo run both.
 PROTOCOLS: dict[str, dict[str, Any]] = {"paper": PAPER_TRAIN, "projection": SMALL_TRAIN}
 DIGITS: dict[str, Any] = {"batch_size": 64}
+# Medium scale (issue 16): real CIFAR-10-Coarse from `cifar-10-batches-py` under --data-root, a 20%
+# subset of its train split stratified by the coarse label (9,000 images). MEDIUM_TRAIN: the
+# flattened 16/32/64 cnn with a projection head (h 256-d -> MLP -> z 128-d), Adam 1e-3, batch 256,
+# 30 epochs (docs/recipes.md, stage M); MEDIUM_PAPER_TRAIN: the paper protocol's recipe at this
+# scale (stage PM). About 10 minutes of one core per 30-epoch run.
+MEDIUM_TRAIN: dict[str, Any] = {**COLOUR_32.train, "subsample_fraction": 0.2}
+MEDIUM_PAPER_TRAIN: dict[str, Any] = {**COLOUR_32_PAPER.train, "subsample_fraction": 0.2}
 # L_spread's alpha chosen on a validation split with SMALL_TRAIN (docs/recipes.md, stage B: 0.16 and
 # 0.25 tie, the tie goes to the smaller). Datasets not listed keep the paper's alpha for their analogue.
 VALIDATED_ALPHA: dict[str, float] = {"mnist5k-coarse": 0.16}

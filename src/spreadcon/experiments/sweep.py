@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from spreadcon.experiments import charts, common
 from spreadcon.experiments.claims import FAILS, HOLDS, UNCLEAR, Claim, by_seed, describe, outcome, paired_difference
 from spreadcon.experiments.paper import HYPERPARAMETERS, LOSS_NAMES, SMALL_ANALOGUE, SWEEP_ALPHAS, SWEEP_TAUS
-from spreadcon.experiments.recipes import DIGITS, PAPER_TRAIN, SMALL_TRAIN, VIT, merge, smoke_train
+from spreadcon.experiments.recipes import DIGITS, MEDIUM_PAPER_TRAIN, PAPER_TRAIN, SMALL_TRAIN, VIT, merge, smoke_train
 from spreadcon.experiments.runner import Experiment, RunSpec
 from spreadcon.experiments.table import mean_std
 
@@ -169,6 +169,11 @@ def smoke(cfg: dict[str, Any]) -> dict[str, Any]:
 # exact L_spread collapsing at the alpha the rule selects.
 paper_small: dict[str, Any] = {**small, "train": PAPER_TRAIN, "taus": (), "baselines": (),
                                "observe": ("fine_transfer_val_accuracy", "intra_class_cosine")}
+# Medium scale (--data-root DIR): CIFAR-10-Coarse under the paper protocol's medium recipe (stage PM
+# of docs/recipes.md), one seed per alpha: 5 runs of 10-20 minutes of one core. One seed because
+# stage PM's own choices rest on one seed and the small sweep found every alpha within 0.33 points.
+paper_medium: dict[str, Any] = {**paper_small, "dataset": "cifar10-coarse", "train": MEDIUM_PAPER_TRAIN,
+                                "per_dataset": {}, "seeds": 1}
 
 EXPERIMENTS = [Experiment(
     name="sweep", summary="Appendix E.2: alpha at tau 0.5, then tau for the two best alphas (val accuracy)",
@@ -177,7 +182,8 @@ EXPERIMENTS = [Experiment(
     claims=claims,
 ), Experiment(
     name="sweep-paper", summary="Appendix E.2's alpha stage under the paper protocol (val accuracy, 3 seeds)",
-    cpu_minutes=35, module=__name__, config=lambda scale: merge(paper_small), scales=("small",),
+    cpu_minutes=35, module=__name__, config=lambda scale: merge({"small": paper_small, "medium": paper_medium}[scale]),
+    scales=("small", "medium"),
     smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
     claims=claims,
 )]
