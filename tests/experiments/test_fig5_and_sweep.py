@@ -83,3 +83,16 @@ def test_sweep_without_taus_stops_after_the_alpha_stage():
     rows = [{**s.labels, "coarse_val_accuracy": 0.5} for s in first]
     assert [s.key for s in sweep.plan(cfg, [0], rows)] == [s.key for s in first]
     assert all(isinstance(s, RunSpec) and "val" in s.evals for s in first)
+
+
+def test_sweep_alpha_stage_runs_at_the_recipes_temperature_and_the_tau_stage_skips_it():
+    """A tuned recipe's tau (sweep-paper --scale medium) is the alpha stage's; E.2's 0.5 otherwise."""
+    cfg = {**sweep.smoke(sweep.small), "alpha_tau": 0.3, "taus": (0.3, 0.5), "baselines": ()}
+    first = sweep.plan(cfg, [0], [])
+    assert {s.labels["temperature"] for s in first} == {0.3}
+    assert {s.params["train"]["temperature"] for s in first} == {0.3}
+    rows = [{**s.labels, "coarse_val_accuracy": 0.5 + s.labels["alpha"]} for s in first]
+    tau_stage = sweep.plan(cfg, [0], rows)[len(first):]
+    assert [(s.labels["temperature"], s.labels["stage"]) for s in tau_stage] == [(0.5, "tau")]
+    assert {s.labels["temperature"] for s in sweep.plan(sweep.smoke(sweep.small), [0], [])} == {0.5}
+    assert sweep.paper_medium["alpha_tau"] == sweep.paper_medium["train"].get("temperature", 0.5)

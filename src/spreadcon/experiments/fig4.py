@@ -115,7 +115,12 @@ transfer_medium: dict[str, Any] = {
     "train": {},
     "evals": ("transfer", "geometry"),
     "floors": True,
-    "datasets": {"cifar10-coarse": {"spread": {"alpha": TRANSFER_ALPHA["cifar10-coarse"]}}},
+    # the projection rows keep the paper's alpha; the paper rows take E.2's under their own recipe
+    # (sweep-paper --scale medium) once recipes.PAPER_ALPHA has it
+    "datasets": {"cifar10-coarse": {
+        "spread": {"alpha": TRANSFER_ALPHA["cifar10-coarse"]},
+        "embeddings": {"paper": {"spread": {"alpha": PAPER_ALPHA.get("cifar10-coarse", TRANSFER_ALPHA["cifar10-coarse"])}}},
+    }},
 }
 transfer_full: dict[str, Any] = {
     "seeds": 3,

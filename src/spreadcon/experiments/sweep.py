@@ -2,7 +2,7 @@
 
     spreadcon reproduce sweep [--dataset mnist5k-coarse] [--scale small|full] [--seeds 3]
 
-Stage 1: L_spread at tau = 0.5 for alpha in {0.16, 0.25, 0.33, 0.5, 0.67}. Stage 2: the two
+Stage 1: L_spread at tau = 0.5 (cfg["alpha_tau"]) for alpha in {0.16, 0.25, 0.33, 0.5, 0.67}. Stage 2: the two
 best alphas with tau in {0.1, 0.3, 0.5, 0.7, 0.9}; L_SC and L_SS sweep tau only. "Best" is the
 validation accuracy on the training labels (the paper's model-selection rule; the test split is
 never looked at for selection); `criterion` names other validation metrics, compared in order
@@ -71,12 +71,13 @@ def best_alphas(rows: list[dict[str, Any]], alphas: Sequence[float], keep: int,
 
 
 def plan(cfg: dict[str, Any], seeds: Sequence[int], rows: list[dict[str, Any]]) -> list[RunSpec]:
-    specs = [_spec(cfg, "spread", 0.5, a, s, "alpha") for a in cfg["alphas"] for s in seeds]
+    tau = cfg.get("alpha_tau", 0.5)  # the alpha stage's temperature (E.2: 0.5; a tuned recipe: its own)
+    specs = [_spec(cfg, "spread", tau, a, s, "alpha") for a in cfg["alphas"] for s in seeds]
     stage1 = [r for r in rows if r.get("stage") == "alpha"]
     if len(stage1) < len(specs) or not cfg["taus"]:
         return specs  # the tau stage needs every alpha's result
     for a in best_alphas(stage1, cfg["alphas"], cfg["keep"], cfg["criterion"]):
-        specs += [_spec(cfg, "spread", t, a, s, "tau") for t in cfg["taus"] if t != 0.5 for s in seeds]
+        specs += [_spec(cfg, "spread", t, a, s, "tau") for t in cfg["taus"] if t != tau for s in seeds]
     for loss in cfg["baselines"]:
         specs += [_spec(cfg, loss, t, None, s, "tau") for t in cfg["taus"] for s in seeds]
     return specs
@@ -119,15 +120,15 @@ def report(rows: list[dict[str, Any]], cfg: dict[str, Any], out: Path) -> str:
                        "many settings tie. Test columns are for information only"
                      + (f"; so are the observed columns ({', '.join(observed)}: never used to select)" if observed
                         else "") + ".")
-    _plots(rows, criterion[0], ds, out)
+    _plots(rows, criterion[0], ds, out, cfg.get("alpha_tau", 0.5))
     return "\n".join(lines) + "\n"
 
 
-def _plots(rows: list[dict[str, Any]], metric: str, ds: str, out: Path) -> None:
+def _plots(rows: list[dict[str, Any]], metric: str, ds: str, out: Path, tau: float) -> None:
     charts.line_plot([r for r in rows if r.get("stage") == "alpha"], x="alpha", hue="loss", metric=metric,
-                     path=out / "alpha_stage.png", title=f"Stage 1 (tau 0.5) on {ds}")
+                     path=out / "alpha_stage.png", title=f"Stage 1 (tau {tau}) on {ds}")
     tau_rows = [{**r, "curve": f"{r['loss']}" + (f" a={r['alpha']}" if r.get("alpha") is not None else "")}
-                for r in rows if r.get("stage") == "tau" or r["temperature"] == 0.5]
+                for r in rows if r.get("stage") == "tau" or r["temperature"] == tau]
     if any(r.get("stage") == "tau" for r in rows):
         charts.line_plot(tau_rows, x="temperature", hue="curve", metric=metric, path=out / "tau_stage.png",
                          title=f"Stage 2 (tau) on {ds}")
@@ -173,7 +174,8 @@ paper_small: dict[str, Any] = {**small, "train": PAPER_TRAIN, "taus": (), "basel
 # of docs/recipes.md), one seed per alpha: 5 runs of 10-20 minutes of one core. One seed because
 # stage PM's own choices rest on one seed and the small sweep found every alpha within 0.33 points.
 paper_medium: dict[str, Any] = {**paper_small, "dataset": "cifar10-coarse", "train": MEDIUM_PAPER_TRAIN,
-                                "per_dataset": {}, "seeds": 1}
+                                "per_dataset": {}, "seeds": 1,
+                                "alpha_tau": MEDIUM_PAPER_TRAIN.get("temperature", 0.5)}
 
 EXPERIMENTS = [Experiment(
     name="sweep", summary="Appendix E.2: alpha at tau 0.5, then tau for the two best alphas (val accuracy)",
