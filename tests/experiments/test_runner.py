@@ -13,7 +13,7 @@ from spreadcon.experiments import common, registry
 from spreadcon.experiments.recipes import config_dict, resolve_train
 from spreadcon.experiments import runner
 from spreadcon.experiments.runner import (
-    Context, Experiment, RunNotFinished, RunSpec, plan_runs, resolve_config, run_experiment, run_one,
+    Context, Experiment, RunNotFinished, RunSpec, plan_runs, rejudge, resolve_config, run_experiment, run_one,
 )
 from spreadcon.experiments.table import markdown
 from spreadcon.run_lock import RunLock
@@ -172,6 +172,33 @@ def test_report_only_writes_partial_tables_without_training(tmp_path):
     with pytest.raises(ValueError, match="no finished run"):
         run_experiment(_counting_experiment([], unfinished={0, 1}),
                        Context(out=tmp_path / "empty", train=False, verbose=False))
+
+
+def test_rejudge_rewrites_the_claims_from_the_saved_rows_without_running_anything(tmp_path):
+    calls: list = []
+    out = run_experiment(_counting_experiment(calls), Context(out=tmp_path, verbose=False))
+    saved = json.loads((out / "results.json").read_text())
+    saved["git"], saved["claims"] = "0ld0ld0ld0", [["paper", "old claim", "yes"]]
+    (out / "results.json").write_text(json.dumps(saved))
+    judged = [("paper", "x2 beats x1", "holds: by the rows")]
+
+    def execute(spec, ctx):
+        raise AssertionError("rejudge ran an experiment")
+
+    exp = replace(_counting_experiment(calls), execute=execute,
+                  claims=lambda rows, cfg: judged if len(rows) == 4 and cfg["xs"] == [1, 2] else [])
+    assert rejudge(exp, out) == out
+    result = json.loads((out / "results.json").read_text())
+    assert result["claims"] == [list(c) for c in judged] and result["rows"] == saved["rows"]
+    assert result["rows_git"] == "0ld0ld0ld0" and result["runs_planned"] == 4
+    table = (out / "table.md").read_text()
+    assert "--rejudge" in table and "measured at git 0ld0ld0ld0" in table and "x2 beats x1" in table
+    rejudge(exp, out)  # again: the rows keep their first revision
+    assert json.loads((out / "results.json").read_text())["rows_git"] == "0ld0ld0ld0"
+    with pytest.raises(FileNotFoundError, match="no .*results.json"):
+        rejudge(exp, tmp_path / "nothing")
+    with pytest.raises(ValueError, match="not of 'other'"):
+        rejudge(replace(exp, name="other"), out)
 
 
 def test_overrides_merge_into_the_config_and_smoke_goes_to_its_own_folder(tmp_path):

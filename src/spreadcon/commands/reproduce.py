@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="shrink the config to run in seconds (a check that it runs, not a result)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing; write the tables from the runs finished so far (marked partial)")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="train and evaluate nothing: write table.md and the claims again from the rows "
+                             "OUT/NAME/results.json saved (results whose runs are not on this machine)")
     parser.add_argument("--dry-run", action="store_true",
                         help="plan and validate every run (configs, names) without running anything")
     parser.set_defaults(func=run)
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from spreadcon.experiments import registry
-    from spreadcon.experiments.runner import Context, run_experiment
+    from spreadcon.experiments.runner import Context, output_dir, rejudge, run_experiment
 
     if args.list:
         for name, exp in registry.experiments().items():
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ValueError("give an experiment NAME, or --list to see them")
     exp = registry.get(args.name)
+    if args.rejudge:
+        print(f"wrote {rejudge(exp, output_dir(Path(args.out), exp.name, args.scale, args.smoke, args.dataset))}")
+        return 0
     ctx = Context(out=Path(args.out), data_root=args.data_root, device=args.device, smoke=args.smoke,
                   dataset=args.dataset, train=not args.report_only, dry_run=args.dry_run)
     run_experiment(exp, ctx, scale=args.scale, seeds=args.seeds)
