@@ -27,6 +27,8 @@ CASES = [
     (["apply", "noisy", MISSING, "--rate", "1.5"], 2, "noise rate must lie in [0, 1)"),
     (["apply", "coreset", MISSING, "--size", "2"], 2, "coreset size must be a fraction in (0, 1]"),
     (["apply", "robustness", MISSING, "--k-range", "a,b"], 2, "expected comma-separated whole numbers"),
+    (["reproduce", "theory", "--rejudge", "--out", "/nonexistent/results"], 2,
+     "theory: no /nonexistent/results/theory/results.json to judge again"),
     (["--threads", "0", "list"], 2, "--threads must be a whole number >= 1, got '0'"),
     (["list", "losses", "--threads=x"], 2, "--threads must be a whole number >= 1, got 'x'"),
 ]
