@@ -83,7 +83,7 @@ COLOUR_32_PAPER = Recipe(
     {"encoder": "cnn", "embedding": "paper",
      "encoder_options": {"widths": [16, 32, 64], "flatten": True, "hidden": [256], "out_dim": 128},
      "epochs": 60, "batch_size": 256, "lr": 3e-3, "weight_decay": 0.0, "channels_last": True},
-    alpha=0.25)
+    alpha=0.5)
 # Anything larger (photographs, lesions): torchvision's ResNet18 shape from scratch with a
 # projection head, Adam 1e-3, batch 128, 30 epochs. Not chosen on any split yet (no dataset the
 # project ships is larger than 32 px): a starting point; a pretrained timm:/torchvision: backbone

@@ -183,7 +183,7 @@ EXPERIMENTS = [Experiment(
     smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
     claims=claims,
 ), Experiment(
-    name="sweep-paper", summary="Appendix E.2's alpha stage under the paper protocol (val accuracy, 3 seeds)",
+    name="sweep-paper", summary="Appendix E.2's alpha stage under the paper protocol (val accuracy)",
     cpu_minutes=35, module=__name__, config=lambda scale: merge({"small": paper_small, "medium": paper_medium}[scale]),
     scales=("small", "medium"),
     smoke=smoke, plan=plan, execute=common.train_and_evaluate, report=report, validate=common.validate_train_spec,
