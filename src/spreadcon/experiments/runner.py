@@ -32,7 +32,7 @@ from spreadcon.data import check_root
 from spreadcon.experiments import SCALES
 from spreadcon.experiments import claims as claims_mod
 from spreadcon.experiments.recipes import merge
-from spreadcon.io import git_revision, save_json, save_text
+from spreadcon.io import git_revision, read_json, save_json, save_text
 from spreadcon.run_lock import RunLockedError
 
 
@@ -236,11 +236,18 @@ def run_experiment(exp: Experiment, ctx: Context, *, scale: str = "small",
     if not rows:
         raise ValueError(f"{exp.name}: no finished run under {ctx.runs_dir} to report")
     folder.mkdir(parents=True, exist_ok=True)
-    command = (f"spreadcon reproduce {exp.name} --scale {scale} --seeds {len(seed_ids)}"
-               + (f" --dataset {ctx.dataset}" if ctx.dataset else "") + (" --smoke" if ctx.smoke else ""))
-    write_outputs(exp, cfg, rows, folder, planned=planned, command=command, verbose=ctx.verbose,
-                  header={"scale": scale, "smoke": ctx.smoke, "seeds": len(seed_ids), "dataset": ctx.dataset})
+    header = {"scale": scale, "smoke": ctx.smoke, "seeds": len(seed_ids), "dataset": ctx.dataset}
+    write_outputs(exp, cfg, rows, folder, planned=planned, command=reproduce_command(exp.name, header),
+                  verbose=ctx.verbose, header=header)
     return folder
+
+
+def reproduce_command(name: str, header: dict[str, Any]) -> str:
+    """The `spreadcon reproduce` command a results folder's header describes (seeds None: left out)."""
+    return (f"spreadcon reproduce {name} --scale {header['scale']}"
+            + (f" --seeds {header['seeds']}" if header.get("seeds") is not None else "")
+            + (f" --dataset {header['dataset']}" if header.get("dataset") else "")
+            + (" --smoke" if header.get("smoke") else ""))
 
 
 def rejudge(exp: Experiment, folder: Path, *, verbose: bool = False) -> Path:
@@ -250,15 +257,13 @@ def rejudge(exp: Experiment, folder: Path, *, verbose: bool = False) -> Path:
     path = Path(folder) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{exp.name}: no {path} to judge again; `spreadcon reproduce {exp.name}` writes it")
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
     if saved.get("experiment") != exp.name:
         raise ValueError(f"{path} holds the rows of {saved.get('experiment')!r}, not of {exp.name!r}")
     header = {k: saved.get(k) for k in ("scale", "smoke", "seeds", "dataset")}
     header["rows_git"] = saved.get("rows_git") or saved.get("git")
-    command = (f"spreadcon reproduce {exp.name} --scale {header['scale']}"
-               + (f" --dataset {header['dataset']}" if header["dataset"] else "")
-               + (" --smoke" if header["smoke"] else "") + " --rejudge")
-    write_outputs(exp, saved["config"], saved["rows"], Path(folder), command=command, verbose=verbose,
+    write_outputs(exp, saved["config"], saved["rows"], Path(folder), verbose=verbose,
+                  command=reproduce_command(exp.name, {**header, "seeds": None}) + " --rejudge",
                   planned=saved.get("runs_planned", len(saved["rows"])), header=header)
     return Path(folder)
 
