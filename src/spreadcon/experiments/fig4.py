@@ -116,10 +116,10 @@ transfer_medium: dict[str, Any] = {
     "evals": ("transfer", "geometry"),
     "floors": True,
     # the projection rows keep the paper's alpha; the paper rows take E.2's under their own recipe
-    # (sweep-paper --scale medium) once recipes.PAPER_ALPHA has it
+    # (sweep-paper --scale medium: recipes.PAPER_ALPHA)
     "datasets": {"cifar10-coarse": {
         "spread": {"alpha": TRANSFER_ALPHA["cifar10-coarse"]},
-        "embeddings": {"paper": {"spread": {"alpha": PAPER_ALPHA.get("cifar10-coarse", TRANSFER_ALPHA["cifar10-coarse"])}}},
+        "embeddings": {"paper": {"spread": {"alpha": PAPER_ALPHA["cifar10-coarse"]}}},
     }},
 }
 transfer_full: dict[str, Any] = {
